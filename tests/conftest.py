@@ -1,0 +1,21 @@
+import os, shutil, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent/'shared'/'data'
+os.environ.setdefault('MPLBACKEND', 'Agg')
+
+
+def venv_tool(name):
+    "Path of a console script installed beside this Python (nbdev-test, unetlearn, ...)."
+    p = Path(sys.executable).parent/name
+    return str(p) if p.exists() else shutil.which(name)
+
+
+@pytest.fixture
+def shared_data():
+    "The real data sets in ../shared/data, or a skip naming what is missing."
+    if not (DATA/'camvid_tiny').exists() or not (DATA/'isbi2012_em').exists():
+        pytest.skip(f"real data not found at {DATA} (it lives beside the repo in this workspace)")
+    return DATA
