@@ -6,20 +6,21 @@
 __all__ = ['OpenSegImage', 'OpenSegMask', 'mask_colours', 'SegMaskCodes', 'SegImageBlock', 'SegMaskBlock', 'seg_transforms',
            'seg_dataloaders', 'seg_dataloaders_from_df']
 
-# %% ../nbs/06_data.ipynb #73f7fde4
-import os, re, warnings
+# %% ../nbs/06_data.ipynb #3e2229aa
+import os, warnings
 from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastai.data.transforms import Transform  # fasttransform (fastai 2.8) or fastcore (2.7)
 from fastai.torch_core import TensorImage, TensorMask
 from fastai.data.block import DataBlock, TransformBlock
-from fastai.data.transforms import IntToFloatTensor, Normalize, RandomSplitter, IndexSplitter
+from fastai.data.transforms import IntToFloatTensor, Normalize, IndexSplitter
 from fastai.vision.core import PILImage, PILMask, AddMaskCodes, imagenet_stats
 from fastai.vision.augment import Resize, ResizeMethod, Flip, Dihedral, Brightness, Contrast
 from .core import InputError, open_image, to_rgb8, get_image_paths
 from .masks import MaskDecoder, scan_masks, read_codes
 from .pairs import MaskPattern, Pairs, pair_files, _pair, _candidates, _score
+from .splits import random_splitter, file_splitter, group_splitter
 
 # %% ../nbs/06_data.ipynb #8ce31241
 class OpenSegImage(Transform):
@@ -83,49 +84,13 @@ def seg_transforms(size=128, aug:str='flip', lighting:bool=True, normalize:bool=
     if normalize: batch.append(Normalize.from_stats(*imagenet_stats))
     return items + list(item_tfms or []), batch + list(batch_tfms or [])
 
-# %% ../nbs/06_data.ipynb #7e6f11eb
-def _read_valid_names(valid_file) -> set:
-    if isinstance(valid_file, (list, tuple, set)): names = [str(o) for o in valid_file]
-    else:
-        p = Path(valid_file)
-        if not p.is_file(): raise InputError(f"valid file {p} does not exist; pass a text file with one name per line", p)
-        names = p.read_text().splitlines()
-    return {n.strip() for n in names if n.strip()}
-
-class _FileSplit:
-    "Fallback: items whose name, stem or path is listed in `valid_file` go to validation."
-    def __init__(self, valid_file): self.names = _read_valid_names(valid_file)
-    def __call__(self, items):
-        v = [i for i, o in enumerate(items) if {Path(o).name, Path(o).stem, Path(o).as_posix()} & self.names]
-        return IndexSplitter(v)(items)
-
-class _GroupSplit:
-    "Fallback: whole groups (regex: first group or whole match over the posix path, or a callable) to validation."
-    def __init__(self, group, valid_pct, seed): self.group, self.valid_pct, self.seed = group, valid_pct, seed
-    def key(self, o):
-        if callable(self.group): return self.group(o)
-        m = re.search(self.group, Path(o).as_posix())
-        if m is None: raise InputError(f"group regex {self.group!r} does not match {o}; fix the regex", o)
-        return m.group(1) if m.groups() else m.group(0)
-    def __call__(self, items):
-        keys = [self.key(o) for o in items]
-        groups = sorted(set(keys), key=str)
-        rng = np.random.default_rng(self.seed)
-        order = rng.permutation(len(groups))
-        n = max(1, int(round(self.valid_pct * len(groups)))) if self.valid_pct > 0 else 0
-        valid = {groups[i] for i in order[:n]}
-        return IndexSplitter([i for i, k in enumerate(keys) if k in valid])(items)
-
+# %% ../nbs/06_data.ipynb #51b8c2a7
 def _splitter(splitter=None, valid_pct=.2, valid_file=None, group=None, seed=42):
-    "The splitter to use: given, else from valid_file / group / valid_pct (unetlearn.splits when available)."
+    "The splitter to use: given, else from valid_file / group / valid_pct (unetlearn.splits)."
     if splitter is not None: return splitter
-    try: from unetlearn import splits
-    except ImportError: splits = None
-    if valid_file is not None:
-        return splits.file_splitter(valid_file) if hasattr(splits, 'file_splitter') else _FileSplit(valid_file)
-    if group is not None:
-        return splits.group_splitter(group, valid_pct, seed) if hasattr(splits, 'group_splitter') else _GroupSplit(group, valid_pct, seed)
-    return splits.random_splitter(valid_pct, seed) if hasattr(splits, 'random_splitter') else RandomSplitter(valid_pct, seed)
+    if valid_file is not None: return file_splitter(valid_file)
+    if group is not None: return group_splitter(group, valid_pct, seed)
+    return random_splitter(valid_pct, seed)
 
 # %% ../nbs/06_data.ipynb #ab1ca7db
 class _MaskOf(Transform):
