@@ -11,8 +11,8 @@ from .core import InputError
 from .metrics import _plain, scored_classes
 
 # %% auto #0
-__all__ = ['SegLoss', 'SegCELoss', 'SegBCELoss', 'SoftDiceLoss', 'SegFocalLoss', 'ComboLoss', 'CEDiceLoss', 'BCEDiceLoss',
-           'class_counts', 'class_weights', 'default_loss']
+__all__ = ['loss_names', 'SegLoss', 'SegCELoss', 'SegBCELoss', 'SoftDiceLoss', 'SegFocalLoss', 'ComboLoss', 'CEDiceLoss',
+           'BCEDiceLoss', 'class_counts', 'class_weights', 'default_loss', 'get_loss']
 
 # %% ../nbs/11_losses.ipynb #082fb4e8
 class SegLoss:
@@ -239,3 +239,25 @@ def default_loss(n_out:int, ignore_index:int|None=None, weight=None):
     if n_out == 1: return BCEDiceLoss(weight=weight, ignore_index=ignore_index)
     if n_out == 2: return CEDiceLoss(weight=weight, ignore_index=ignore_index)
     return SegCELoss(weight=weight, ignore_index=ignore_index)
+
+# %% ../nbs/11_losses.ipynb #324f64da
+loss_names = ('auto', 'ce', 'bce', 'dice', 'focal', 'ce+dice', 'bce+dice')
+
+def get_loss(name:str, n_out:int, ignore_index:int|None=None, weight=None):
+    "The loss called `name` (one of `loss_names`) for a head with `n_out` channels; `InputError` when it does not fit."
+    key = str(name).lower().replace(' ', '')
+    if key in ('auto', 'default'): return default_loss(n_out, ignore_index, weight)
+    sigmoid_only, softmax_only = {'bce', 'bce+dice'}, {'ce', 'ce+dice'}
+    if key not in loss_names:
+        raise InputError(f"unknown loss {name!r}; choose one of {', '.join(loss_names)}")
+    if (key in sigmoid_only and n_out != 1) or (key in softmax_only and n_out < 2):
+        fits = [n for n in loss_names if not ((n in sigmoid_only and n_out != 1) or (n in softmax_only and n_out < 2))]
+        head = 'a 1-channel sigmoid head' if n_out == 1 else f'a {n_out}-channel softmax head'
+        raise InputError(f"loss {name!r} does not fit {head}; choose one of {', '.join(fits)}")
+    make = {'ce': lambda: SegCELoss(weight=weight, ignore_index=ignore_index),
+            'bce': lambda: SegBCELoss(weight=weight, ignore_index=ignore_index),
+            'dice': lambda: SoftDiceLoss(ignore_index=ignore_index),
+            'focal': lambda: SegFocalLoss(weight=weight, ignore_index=ignore_index),
+            'ce+dice': lambda: CEDiceLoss(weight=weight, ignore_index=ignore_index),
+            'bce+dice': lambda: BCEDiceLoss(weight=weight, ignore_index=ignore_index)}
+    return make[key]()
