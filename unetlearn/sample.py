@@ -103,7 +103,7 @@ def _gen_tgs(dest:Path):
         rows.append((id_, rle_encode(mask, order='F')))
     (dest / 'train.csv').write_text('id,rle_mask\n' + ''.join(f'{i},{r}\n' for i, r in sorted(rows)))
 
-# %% ../nbs/05_sample.ipynb #228ce805
+# %% ../nbs/05_sample.ipynb #bfb8d252
 _SAMPLES = {  # name: (version, generator, number of files)
     'brain_mri': (1, _gen_brain_mri, _BRAIN['patients'] * _BRAIN['slices'] * 2),
     'tgs': (1, _gen_tgs, _TGS['n'] + 1),
@@ -130,7 +130,11 @@ def sample_data(name:str='brain_mri', dest=None, force:bool=False) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f'.{final.name}.tmp-', dir=root))
     try:
         gen(tmp)
-        if final.exists():  # forced, or incomplete: move it aside (a rename) so `final` is never half-written
+        if final.exists():
+            if not force and _n_files(final) == n_files:  # another process finished first: use its complete copy
+                shutil.rmtree(tmp, ignore_errors=True)
+                return final
+            # forced, or incomplete: move it aside (a rename) so `final` is never half-written
             old = root / f'.{final.name}.old-{os.getpid()}-{time.time_ns()}'
             try: os.rename(final, old)
             except FileNotFoundError: old = None  # another process moved it
