@@ -1,0 +1,2 @@
+from unetlearn.cli import main
+raise SystemExit(main())
