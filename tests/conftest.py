@@ -5,6 +5,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent/'shared'/'data'
 os.environ.setdefault('MPLBACKEND', 'Agg')
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+if os.environ.get('PYTEST_XDIST_WORKER'):  # one torch thread per worker: 2 workers share the 2 cores
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 
 def venv_tool(name):
