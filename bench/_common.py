@@ -11,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT/'bench'/'results'
+SCRIPTS = ['overhead', 'data_pipeline', 'quality', 'tta', 'memory', 'gpu']  # run and report order
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # `python bench/x.py` from a clone works without install
 
 warnings.filterwarnings('ignore', category=FutureWarning)
@@ -123,6 +124,12 @@ def mean_sd(xs, d:int=3) -> str:
     return f'{statistics.fmean(xs):.{d}f} ± {statistics.stdev(xs):.{d}f}'
 
 
+def verdict(met:bool|None, bold:bool=False) -> str:
+    "A goal's verdict: 'met', 'not met' (bold in Markdown when asked) or 'n/a' when the goal could not be judged."
+    if met is None: return 'n/a'
+    return 'met' if met else ('**not met**' if bold else 'not met')
+
+
 def md_table(headers, rows) -> str:
     out = ['| ' + ' | '.join(map(str, headers)) + ' |', '|' + '|'.join('---' for _ in headers) + '|']
     out += ['| ' + ' | '.join(fmt(c) if not isinstance(c, str) else c for c in r) + ' |' for r in rows]
@@ -146,8 +153,7 @@ class Result:
 
     def goal(self, what:str, value, target:str, met:bool|None, detail:str=''):
         self.d['goals'].append(dict(what=what, value=value, target=target, met=met, detail=detail))
-        verdict = 'n/a' if met is None else ('MET' if met else 'NOT MET')
-        print(f"goal: {what} = {fmt(value) if not isinstance(value, str) else value} (target {target}): {verdict} {detail}", flush=True)
+        print(f"goal: {what} = {fmt(value)} (target {target}): {verdict(met) if met is None else verdict(met).upper()} {detail}", flush=True)
 
     def note(self, text:str):
         self.d['notes'].append(text)
@@ -185,6 +191,28 @@ def quiet():
 def sync(device):
     import torch
     if str(device).startswith('cuda'): torch.cuda.synchronize()
+
+
+def plain(batch) -> list:
+    "A fastai batch as plain tensors (TensorImage/TensorMask stripped), as a hand loop feeds the model."
+    import torch
+    from fastai.torch_core import TensorBase
+    return [t.as_subclass(torch.Tensor) if isinstance(t, TensorBase) else t for t in batch]
+
+
+def step_times(model, loss_fn, batch, n:int) -> list:
+    "Seconds of each of `n` training steps (forward, loss, backward, AdamW step, zero_grad) on one batch, after a warm-up step."
+    import torch
+    x, y = plain(batch)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    ts = []
+    for i in range(n + 1):
+        sync(x.device); t = time.perf_counter()
+        loss = loss_fn(model(x), y); loss.backward(); opt.step(); opt.zero_grad()
+        sync(x.device)
+        if i: ts.append(time.perf_counter() - t)  # the first step warms up
+    return ts
 
 
 def has(module:str, *names) -> bool:

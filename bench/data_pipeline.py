@@ -7,7 +7,7 @@ Also where loading time goes, stage by stage, and the same loader with worker pr
 """
 from __future__ import annotations
 import time
-from _common import Result, parser, summary, med_range, fmt, quiet, dataset, image_files, sync
+from _common import Result, parser, summary, med_range, fmt, quiet, dataset, image_files, step_times
 
 import torch
 
@@ -38,23 +38,6 @@ def stage_times(dl, n_batches:int) -> dict:
         t5 = time.perf_counter()
         for k, v in zip(res, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)): res[k].append(v)
     return {k: summary(v) for k, v in res.items()}
-
-
-def step_times(learn, batch, n:int) -> list:
-    "Seconds per training step (forward, loss, backward, AdamW step, zero_grad) of `learn.model` on one batch."
-    from fastai.torch_core import TensorBase
-    x, y = [t.as_subclass(torch.Tensor) if isinstance(t, TensorBase) else t for t in batch]
-    m, loss_fn = learn.model, learn.loss_func
-    m.train()
-    opt = torch.optim.AdamW(m.parameters(), 1e-4)
-    dev = x.device
-    ts = []
-    for i in range(n + 1):
-        sync(dev); t = time.perf_counter()
-        loss = loss_fn(m(x), y); loss.backward(); opt.step(); opt.zero_grad()
-        sync(dev)
-        if i: ts.append(time.perf_counter() - t)  # the first step warms up
-    return ts
 
 
 def main():
@@ -103,7 +86,7 @@ def main():
         for arch in archs:
             set_seed(0)
             with quiet(): learn = unet_learner(dls, arch, pretrained='none')
-            sts = summary(step_times(learn, xb, n_steps))
+            sts = summary(step_times(learn.model, learn.loss_func, xb, n_steps))
             r.d['data'][name][f'step_{arch}'] = sts
             ratio = ls['median']/sts['median']
             ratios.append((name, arch, ratio))

@@ -19,7 +19,7 @@ unetlearn recipe, same budget: the faster network gets more epochs).
 from __future__ import annotations
 import functools, gc, math, time, warnings
 from pathlib import Path
-from _common import Result, parser, summary, fmt, mean_sd, quiet, dataset, image_files
+from _common import Result, parser, summary, fmt, mean_sd, quiet, dataset, image_files, plain, step_times
 
 import numpy as np
 import torch
@@ -100,18 +100,10 @@ def train(recipe:str, learn, epochs:int):
 def epoch_estimate(learn, n:int=2) -> float:
     "Seconds for one training epoch + validation, from timed steps on a real batch (model state restored after)."
     import copy
-    from fastai.torch_core import TensorBase
-    x, y = [t.as_subclass(torch.Tensor) if isinstance(t, TensorBase) else t for t in learn.dls.one_batch()]
+    x, y = batch = plain(learn.dls.one_batch())
     m = learn.model
     state = copy.deepcopy(m.state_dict())
-    opt = torch.optim.AdamW(m.parameters(), 1e-4)
-    m.train()
-    ts = []
-    for i in range(n + 1):
-        t = time.perf_counter()
-        loss = learn.loss_func(m(x), y); loss.backward(); opt.step(); opt.zero_grad()
-        t_step = time.perf_counter() - t
-        if i: ts.append(t_step)
+    ts = step_times(m, learn.loss_func, batch, n)
     m.eval()
     t = time.perf_counter()
     with torch.no_grad(): m(x)

@@ -11,9 +11,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from _common import md_table, fmt  # noqa: E402
+from _common import SCRIPTS as ORDER, md_table, fmt, verdict  # noqa: E402
 
-ORDER = ['overhead', 'data_pipeline', 'quality', 'tta', 'memory', 'gpu']
 HEADINGS = {'overhead': '1. Framework overhead', 'data_pipeline': '2. Data pipeline', 'quality': '3. Quality per CPU budget',
             'tta': '4. TTA cost', 'memory': '5. Peak memory', 'gpu': '6. GPU throughput and mixed precision'}
 NUM = {n: f'{i + 1}.' for i, n in enumerate(ORDER)}
@@ -37,8 +36,7 @@ def section(d:dict) -> str:
     if d.get('goals'):
         out += ['| goal | measured | target | verdict |', '|---|---|---|---|']
         for g in d['goals']:
-            v = 'n/a' if g['met'] is None else ('met' if g['met'] else '**not met**')
-            out.append(f"| {g['what']} | {fmt(g['value']) if not isinstance(g['value'], str) else g['value']} | {g['target']} | {v}"
+            out.append(f"| {g['what']} | {fmt(g['value'])} | {g['target']} | {verdict(g['met'], bold=True)}"
                        + (f" ({g['detail']})" if g.get('detail') else '') + ' |')
         out.append('')
     for n in d.get('notes', []): out += [f"- {n}"]
@@ -72,9 +70,7 @@ def main():
     if goals:
         head += ['## Goals at a glance', '', '| benchmark | goal | measured | target | verdict |', '|---|---|---|---|---|']
         for n, g in goals:
-            v = 'n/a' if g['met'] is None else ('met' if g['met'] else '**not met**')
-            head.append(f"| {NUM[n]} {n} | {g['what']} | {fmt(g['value']) if not isinstance(g['value'], str) else g['value']} | "
-                        f"{g['target']} | {v} |")
+            head.append(f"| {NUM[n]} {n} | {g['what']} | {fmt(g['value'])} | {g['target']} | {verdict(g['met'], bold=True)} |")
         head.append('')
     body = []
     for n in ORDER:

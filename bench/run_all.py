@@ -9,7 +9,8 @@ import argparse, os, subprocess, sys, time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ['overhead', 'data_pipeline', 'quality', 'tta', 'memory', 'gpu']
+sys.path.insert(0, str(HERE))
+from _common import SCRIPTS  # noqa: E402
 
 
 def main():
