@@ -1,4 +1,4 @@
-import os, shutil, sys
+import os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -8,6 +8,12 @@ os.environ.setdefault('MPLBACKEND', 'Agg')
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 if os.environ.get('PYTEST_XDIST_WORKER'):  # one torch thread per worker: 2 workers share the 2 cores
     os.environ.setdefault('OMP_NUM_THREADS', '1')
+
+
+def run(cmd, cwd=ROOT, timeout=900, **env):
+    "Run `cmd` in a subprocess with headless matplotlib, a fixed hash seed and any extra `env`; output captured."
+    env = {**os.environ, 'MPLBACKEND': 'Agg', 'PYTHONHASHSEED': '0', **env}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def venv_tool(name):
