@@ -205,7 +205,7 @@ def _map(self, raw:np.ndarray, rep:str, path=None) -> np.ndarray:
     mode = self.mode
     if mode == 'binary':
         if rep == 'packed': raw = np.maximum(np.maximum((raw >> 16) & 255, (raw >> 8) & 255), raw & 255)
-        scale = self.scale if self.scale is not None else _scale_of(raw)
+        scale = self.scale if self.scale is not None else _scale_of(raw, _lossy(path))
         fg = raw >= scale / 2   # threshold at half the scale: JPEG noise never flips a pixel
         if self.foreground is not None and self.foreground == 0: fg = ~fg
         return fg.astype(np.int64)
@@ -233,10 +233,14 @@ def _map(self, raw:np.ndarray, rep:str, path=None) -> np.ndarray:
                          f"pass codes that cover it, mask_mode='binary' for 0/255 masks, or values={{raw: class}}", path)
     return raw
 
-def _scale_of(raw) -> int:
-    "Binary scale from a mask's values: 1, 255 or 65535."
+def _scale_of(raw, lossy:bool=False) -> int:
+    "Binary scale from a mask's values: 1, 255 or 65535 (a lossy file is never 0/1: its 1s are JPEG noise)."
     top = int(raw.max()) if raw.size else 0
-    return 1 if top <= 1 else 255 if top <= 255 else 65535
+    return (255 if lossy else 1) if top <= 1 else 255 if top <= 255 else 65535
+
+def _lossy(path) -> bool:
+    "Whether the mask file at `path` is stored lossily (JPEG), so that small values are noise."
+    return path is not None and Path(path).suffix.lower() in ('.jpg', '.jpeg', '.jpe', '.jfif')
 
 MaskDecoder._map = _map
 
@@ -272,6 +276,21 @@ def infer_scale(scan:MaskScan) -> int:
     "Binary scale of the masks in `scan`: 1, 255 or 65535 (from the largest grey value)."
     return _scale_of(scan.values)
 
+def _file_scale(f:MaskStats):
+    "Binary scale of one scanned mask file (None when it is all 0: any scale reads it the same)."
+    v = f.grey_values()
+    return None if len(v) == 0 or int(v.max()) == 0 else _scale_of(v, _lossy(f.path))
+
+def _clean_binary(f:MaskStats) -> bool:
+    "Whether a file holds only 0 and one of 1, 255, 65535 (a binary mask at its own scale)."
+    v = set(f.grey_values().tolist())
+    return any(v <= {0, s} for s in (1, 255, 65535))
+
+def _binary_scale(scan:MaskScan):
+    "The scale shared by every (non-empty) file of `scan`, or None when files differ: each file is then read at its own."
+    scales = {_file_scale(f) for f in scan.files} - {None}
+    return scales.pop() if len(scales) == 1 else None if scales else infer_scale(scan)
+
 def _binary_like(scan:MaskScan) -> bool:
     "Almost all pixels near 0 or near the scale, with some near the scale (JPEG-noisy binary masks)."
     v, c = scan.values, scan.counts
@@ -288,6 +307,8 @@ def infer_mask_mode(scan:MaskScan, n_classes:int=None) -> str:
     v = scan.values
     paletted = len(scan) > 0 and all(f.mode == 'P' for f in scan.files)
     if (n_classes is None or n_classes == 2) and any(set(v.tolist()) <= {0, s} for s in (1, 255, 65535)): return 'binary'
+    if (n_classes is None or n_classes == 2) and len(scan) and all(_clean_binary(f) for f in scan.files):
+        return 'binary'   # each file binary at its own scale: 0/255 beside 0/65535, or 0/1 beside 0/255
     if n_classes is not None:
         if len(v) == 0 or v.max() < n_classes: return 'palette' if paletted else 'index'
         return 'binary' if n_classes == 2 and _binary_like(scan) else 'palette' if paletted else 'index'
@@ -324,7 +345,7 @@ def _from_scan(cls, scan:MaskScan, codes:list=None, mode:str='auto', foreground=
     if mode == 'auto':
         mode = ('rgb' if colours is not None else 'values' if values is not None
                 else 'binary' if foreground is not None else infer_mask_mode(scan, n))
-    scale = infer_scale(scan) if mode == 'binary' else None
+    scale = _binary_scale(scan) if mode == 'binary' else None
     if mode == 'rgb' and colours is None: colours = [int(c) for c in scan.colours]
     if mode == 'values' and values is None: values = [int(v) for v in scan.values]
     if mode == 'binary' and n is not None and n != 2:
