@@ -389,6 +389,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'unetlearn.pairs.MaskPattern.__init__': ('pairs.html#maskpattern.__init__', 'unetlearn/pairs.py'),
                                  'unetlearn.pairs.MaskPattern.__repr__': ('pairs.html#maskpattern.__repr__', 'unetlearn/pairs.py'),
                                  'unetlearn.pairs.MaskPattern.__setstate__': ('pairs.html#maskpattern.__setstate__', 'unetlearn/pairs.py'),
+                                 'unetlearn.pairs.MaskPattern._check_tokens': ( 'pairs.html#maskpattern._check_tokens',
+                                                                                'unetlearn/pairs.py'),
                                  'unetlearn.pairs.MaskPattern._reverse': ('pairs.html#maskpattern._reverse', 'unetlearn/pairs.py'),
                                  'unetlearn.pairs.MaskPattern.is_regex': ('pairs.html#maskpattern.is_regex', 'unetlearn/pairs.py'),
                                  'unetlearn.pairs.Pairs': ('pairs.html#pairs', 'unetlearn/pairs.py'),

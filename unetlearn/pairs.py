@@ -24,20 +24,33 @@ class MaskPattern:
     "Picklable label function: image path -> mask path, from a pattern such as '{stem}_mask{suffix}'."
     def __init__(self, pattern:str, mask_dir=None, image_dir=None):
         "Masks go to `mask_dir` (None: beside the image), keeping sub-folders relative to `image_dir` if given."
-        if not isinstance(pattern, str) or not pattern: raise ValueError(f"pattern must be a non-empty string, not {pattern!r}")
+        if not isinstance(pattern, str) or not pattern: raise InputError(f"pattern must be a non-empty string, not {pattern!r}")
         self.pattern = pattern
         self.mask_dir = None if mask_dir is None else Path(mask_dir)
         self.image_dir = None if image_dir is None else Path(image_dir)
         if self.is_regex:
-            if '=>' not in pattern: raise ValueError(f"regex patterns look like 're:REGEX=>REPLACEMENT', not {pattern!r}")
+            if '=>' not in pattern: raise InputError(f"regex patterns look like 're:REGEX=>REPLACEMENT', not {pattern!r}")
             rx, self._repl = pattern[3:].split('=>', 1)
-            self._rx = re.compile(rx)
+            try: self._rx = re.compile(rx)
+            except re.error as e:
+                raise InputError(f"pattern {pattern!r}: {rx!r} is not a valid regular expression ({e}); "
+                                 "write 're:REGEX=>REPLACEMENT', e.g. 're:^(\\d+)_training\\.tif$=>\\1_manual1.gif'") from None
             self._rev = None
         else:
-            try: pattern.format(**_fields('a_b.png'))
-            except (KeyError, IndexError, ValueError) as e:
-                raise ValueError(f"pattern {pattern!r}: unknown token {e}; use {{stem}}, {{suffix}}, {{name}} or {{id}}") from None
+            self._check_tokens(pattern)
             self._rev = self._reverse(pattern)
+
+    @staticmethod
+    def _check_tokens(pattern):
+        "Only plain `{stem}`, `{suffix}`, `{name}`, `{id}` (no attributes, indices, conversions or format specs)."
+        fix = "use {stem}, {suffix}, {name} or {id}, e.g. '{stem}_mask{suffix}' (write {{ and }} for literal braces)"
+        try: parts = list(string.Formatter().parse(pattern))
+        except ValueError as e: raise InputError(f"pattern {pattern!r} is malformed ({e}); {fix}") from None
+        for _, fld, spec, conv in parts:
+            if fld is None: continue
+            if fld not in _tokens or spec or conv:
+                tok = '{' + fld + ('!' + conv if conv else '') + (':' + spec if spec else '') + '}'
+                raise InputError(f"pattern {pattern!r}: unknown token {tok!r}; {fix}")
 
     @property
     def is_regex(self) -> bool: return self.pattern.startswith('re:')
@@ -66,7 +79,9 @@ def _mask_name(self, image) -> str:
     "The mask file name (or relative path) for `image`; InputError if a regex pattern does not match it."
     name = Path(image).name
     if not self.is_regex: return self.pattern.format(**_fields(name))
-    out, n = self._rx.subn(self._repl, name, count=1)
+    try: out, n = self._rx.subn(self._repl, name, count=1)
+    except (re.error, IndexError) as e:   # a bad group reference in the replacement (\3, \g<x>)
+        raise InputError(f"mask pattern {self.pattern!r}: replacement {self._repl!r} is not valid ({e}); fix the pattern", image) from None
     if n == 0: raise InputError(f"mask pattern {self.pattern!r} does not match image {image}; fix the pattern", image)
     return out
 
