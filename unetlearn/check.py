@@ -4,13 +4,13 @@
 
 # %% ../nbs/07_check.ipynb #36386801
 from __future__ import annotations
-import os
+import os, warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 from PIL import Image
-from .core import InputError, open_image, is_image_path, get_image_paths
+from .core import InputError, open_image, is_image_path, get_image_paths, is_os_litter
 from .masks import MaskStats, MaskScan, MaskDecoder, read_codes
 from .pairs import MaskPattern, pair_files, list_images
 
@@ -68,10 +68,10 @@ class CheckReport:
 _metadata = {'.txt', '.csv', '.tsv', '.md', '.json', '.yaml', '.yml', '.xml', '.html', '.pdf', '.ini', '.cfg', '.py', '.ipynb', '.zip', '.log'}
 
 def _hidden(p:Path, root:Path) -> bool:
-    return any(part.startswith('.') for part in p.relative_to(root).parts)
+    return any(part.startswith('.') or is_os_litter(part) for part in p.relative_to(root).parts)
 
 def _scan_folder(report:CheckReport, root:Path, what:str):
-    "Empty sub-folders and non-image files under `root` (hidden entries skipped)."
+    "Empty sub-folders, broken links and non-image files under `root` (hidden entries and OS litter skipped)."
     has_files = defaultdict(bool)
     dirs = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -80,7 +80,11 @@ def _scan_folder(report:CheckReport, root:Path, what:str):
         dirs.append(d)
         for f in sorted(filenames):
             p = d / f
-            if f.startswith('.'): continue
+            if f.startswith('.') or is_os_litter(f): continue
+            if p.is_symlink() and not p.exists():
+                report._add(p, f"broken symbolic link in the {what} folder: its target {os.readlink(p)} does not exist",
+                            "restore the file it points to, or remove the link")
+                continue
             for a in [d, *d.parents]:  # mark every ancestor as non-empty
                 if has_files[a]: break
                 has_files[a] = True
@@ -136,11 +140,19 @@ def check_dataset(images, masks=None, pattern=None, codes=None, mask_mode:str='a
     images = Path(images)
     same = masks is None or Path(masks).absolute() == images.absolute()
     report = CheckReport(images, None if masks is None else Path(masks))
+    if isinstance(pattern, str): MaskPattern(pattern)   # a malformed pattern is an InputError naming it, before any work
     roots = [(images, 'images')] + ([] if same else [(Path(masks), 'masks')])
     for root, what in roots:
         if not root.exists(): report._add(root, f"{what} folder does not exist", "check the path")
         elif not root.is_dir(): report._add(root, f"{what} path is a file, not a folder", f"pass the folder that holds the {what}")
     if not report.ok: return report
+    with warnings.catch_warnings():   # broken links: reported below as problems, not warned about while listing
+        warnings.filterwarnings('ignore', message='.*broken symbolic link')
+        return _check_dataset(report, images, masks, same, roots, pattern, codes, mask_mode, foreground, colours, values,
+                              recurse, verify, progress)
+
+def _check_dataset(report, images, masks, same, roots, pattern, codes, mask_mode, foreground, colours, values, recurse,
+           verify, progress) -> CheckReport:
     empty = False
     for root, what in roots:
         _scan_folder(report, root, what)

@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #1641a935
 from __future__ import annotations
-import os, re
+import os, re, warnings
 from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['image_extensions', 'InputError', 'is_image_path', 'get_image_paths', 'open_image', 'read_array', 'to_rgb8']
+__all__ = ['image_extensions', 'InputError', 'is_image_path', 'is_os_litter', 'get_image_paths', 'open_image', 'read_array',
+           'to_rgb8']
 
 # %% ../nbs/00_core.ipynb #124d9971
 class InputError(ValueError):
@@ -28,13 +29,35 @@ def is_image_path(path) -> bool:
     return Path(path).suffix.lower() in image_extensions
 
 # %% ../nbs/00_core.ipynb #055a43e6
+_litter_names = {'thumbs.db', 'ehthumbs.db', 'ehthumbs_vista.db', 'desktop.ini', '.ds_store', '.localized', 'icon\r'}
+_litter_dirs = {'__macosx', '$recycle.bin', 'system volume information'}
+
+def is_os_litter(path) -> bool:
+    "Whether `path` is a file (or folder) that an operating system leaves in folders, never data: `Thumbs.db`, `._x.png`, ..."
+    name = Path(path).name
+    return name.lower() in _litter_names or name.startswith('._') or name.lower() in _litter_dirs
+
+def _skipped(p:Path, root:Path) -> bool:
+    "Hidden or OS litter, itself or through a folder between `root` and it."
+    return any(part.startswith('.') or is_os_litter(part) for part in p.relative_to(root).parts)
+
 def get_image_paths(folder, recurse:bool=True, exclude=None) -> list[Path]:
-    "Sorted image files under `folder` (hidden files skipped); `exclude(path)->bool` drops some (e.g. masks)."
+    "Sorted image files under `folder` (hidden files and OS litter skipped); `exclude(path)->bool` drops some (e.g. masks)."
     folder = Path(folder)
     if not folder.exists(): raise InputError(f"folder {folder} does not exist; check the path", folder)
     if not folder.is_dir(): raise InputError(f"{folder} is a file, not a folder; pass the folder that holds the images", folder)
     walk = folder.rglob('*') if recurse else folder.glob('*')
-    paths = sorted(p for p in walk if p.is_file() and is_image_path(p) and not p.name.startswith('.'))
+    paths, broken = [], []
+    for p in walk:
+        if _skipped(p, folder): continue
+        if p.is_file():
+            if is_image_path(p): paths.append(p)
+        elif p.is_symlink() and not p.exists(): broken.append(p)
+    if broken:
+        broken.sort()
+        warnings.warn(f"{len(broken)} broken symbolic link(s) skipped in {folder}: {', '.join(map(str, broken[:3]))}"
+                      f"{', ...' if len(broken) > 3 else ''} (their targets do not exist; unetlearn check lists them)")
+    paths.sort()
     if exclude is not None: paths = [p for p in paths if not exclude(p)]
     return paths
 
