@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_export.ipynb #f2b3f4e5
 from __future__ import annotations
-import json, os, sys, tempfile, warnings, datetime
+import json, math, os, re, sys, tempfile, warnings, datetime
 from pathlib import Path
 import numpy as np
 import torch
@@ -14,9 +14,9 @@ from PIL import Image
 from .core import InputError, open_image, to_rgb8
 
 # %% auto #0
-__all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'make_config', 'build_model', 'read_input', 'SegModel', 'as_seg_model',
-           'save_model', 'read_config', 'load_model', 'export_pickle', 'load_learner_pickle', 'check_onnx',
-           'export_onnx']
+__all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'make_config', 'validate_config', 'build_model', 'read_input', 'SegModel',
+           'as_seg_model', 'save_model', 'read_config', 'load_model', 'export_pickle', 'load_learner_pickle',
+           'check_onnx', 'export_onnx']
 
 # %% ../nbs/21_export.ipynb #39e0fda3
 MODEL_FORMAT, MODEL_FORMAT_VERSION = 'unetlearn.model', 1
@@ -128,7 +128,7 @@ def _versions() -> dict:
 
 def _complete(cfg:dict) -> dict:
     "Fill defaults and check the config; raises `InputError` on contradictions."
-    c = dict(cfg)
+    c = validate_config(cfg, names=False)
     c.setdefault('format', MODEL_FORMAT); c.setdefault('version', MODEL_FORMAT_VERSION)
     for k in ('n_in', 'n_out'):
         if not isinstance(c.get(k), (int, np.integer)): raise InputError(f"model config needs an integer {k!r}, got {c.get(k)!r}")
@@ -175,42 +175,218 @@ def make_config(obj, config:dict|None=None) -> dict:
     cfg['versions'] = _versions()
     return cfg
 
+# %% ../nbs/21_export.ipynb #ca0b123c
+_MAX_SIDE, _MAX_CLASSES, _MAX_CHANNELS, _MAX_CONFIG_BYTES = 8192, 1024, 16, 1_000_000
+_ACTIVATIONS = {'ReLU': nn.ReLU, 'LeakyReLU': nn.LeakyReLU, 'ReLU6': nn.ReLU6, 'PReLU': nn.PReLU, 'ELU': nn.ELU,
+                'SELU': nn.SELU, 'CELU': nn.CELU, 'GELU': nn.GELU, 'SiLU': nn.SiLU, 'Swish': nn.SiLU, 'Mish': nn.Mish,
+                'Hardswish': nn.Hardswish, 'Tanh': nn.Tanh, 'Softplus': nn.Softplus}   # fastai's own Mish/Swish: same maths
+_NORM_TYPES = ('Batch', 'BatchZero', 'Weight', 'Spectral', 'Instance', 'InstanceZero')   # fastai.layers.NormType
+_FASTAI_ARCHS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50_32x4d', 'resnext101_32x8d',
+                 'resnext101_64x4d', 'wide_resnet50_2', 'wide_resnet101_2', 'xresnet18', 'xresnet34', 'xresnet50',
+                 'xresnet101', 'xresnet152', 'squeezenet1_0', 'squeezenet1_1', 'densenet121', 'densenet161',
+                 'densenet169', 'densenet201', 'vgg11_bn', 'vgg13_bn', 'vgg16_bn', 'vgg19_bn', 'alexnet')
+_SMP_ARCHS = ('Unet', 'UnetPlusPlus', 'MAnet', 'Linknet', 'FPN', 'PSPNet', 'DeepLabV3', 'DeepLabV3Plus', 'PAN',
+              'UPerNet', 'Segformer', 'DPT')
+
+class _Bad(Exception):
+    "A config value outside its allow-list; the message says what is allowed."
+
+def _int(lo, hi):
+    def f(v):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+            raise _Bad(f"a whole number from {lo} to {hi}")
+        return int(v)
+    return f
+
+def _num(lo, hi):
+    def f(v):
+        if (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating))
+            or not math.isfinite(v) or not lo <= v <= hi): raise _Bad(f"a number from {lo:g} to {hi:g}")
+        return v
+    return f
+
+def _bool(v):
+    if not isinstance(v, (bool, np.bool_)): raise _Bad("true or false")
+    return bool(v)
+
+def _text(maxlen:int=200, rx:str=None):
+    def f(v):
+        if not isinstance(v, str) or not 0 < len(v) <= maxlen or (rx is not None and not re.fullmatch(rx, v)):
+            raise _Bad(f"a text of 1 to {maxlen} characters" + (f" matching {rx}" if rx else ''))
+        return v
+    return f
+
+def _choice(*options):
+    def f(v):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (str, int, np.integer)) or v not in options:
+            raise _Bad(f"one of {', '.join(map(repr, options))}")
+        return v
+    return f
+
+def _opt(check):
+    return lambda v: None if v is None else check(v)
+
+def _either(*checks):
+    def f(v):
+        wants = []
+        for c in checks:
+            try: return c(v)
+            except _Bad as e: wants.append(str(e))
+        raise _Bad(' or '.join(wants))
+    return f
+
+def _list(check, lo:int, hi:int):
+    def f(v):
+        if not isinstance(v, (list, tuple)) or not lo <= len(v) <= hi: raise _Bad(f"a list of {lo} to {hi} items")
+        out = []
+        for i, x in enumerate(v):
+            try: out.append(check(x))
+            except _Bad as e: raise _Bad(f"a list whose items are {e} (item {i} is {_show(x)})") from None
+        return out
+    return f
+
+def _side(v):
+    "A training / build size: N, or [height, width]."
+    one = _int(1, _MAX_SIDE)
+    try: return one(v)
+    except _Bad: pass
+    try: return _list(one, 2, 2)(v)
+    except _Bad: raise _Bad(f"a size in pixels (1 to {_MAX_SIDE}) or [height, width]") from None
+
+def _obj(fields:dict, where:str):
+    "A JSON object whose keys are all in `fields`, each value checked."
+    def f(v):
+        if not isinstance(v, dict): raise _Bad("a JSON object {...}")
+        return {k: _field(fields, k, x, where) for k, x in v.items()}
+    return f
+
+def _show(v) -> str:
+    try: s = json.dumps(v)
+    except (TypeError, ValueError): s = repr(v)
+    return s if len(s) <= 60 else s[:57] + '...'
+
+class _FieldError(Exception):
+    "A config field that failed its check: the dotted field name, its value and what is allowed."
+    def __init__(self, field, value, want): self.field, self.value, self.want = field, value, want
+
+def _field(fields:dict, key, value, where:str=''):
+    name = f"{where}{key}"
+    if key not in fields:
+        raise _FieldError(name, value, f"not a known field here (allowed: {', '.join(sorted(fields)) or 'none without a framework'})")
+    try: return fields[key](value)
+    except _Bad as e: raise _FieldError(name, value, f"expected {e}") from None
+
+_CODE = _either(_text(200), _int(-2**31, 2**32))
+_PAIRS = _list(_list(_int(-2**31, 2**32), 2, 4), 0, 65536)
+_MASK_FIELDS = dict(mode=_choice('auto', 'binary', 'index', 'palette', 'rgb', 'values'), foreground=_opt(_int(0, 2**32)),
+                    scale=_opt(_choice(1, 255, 65535)), n_classes=_opt(_int(1, _MAX_CLASSES)),
+                    codes=_opt(_list(_CODE, 0, _MAX_CLASSES)), colours=_opt(_PAIRS), values=_opt(_PAIRS))
+_CONFIG_FIELDS = dict(
+    format=_choice(MODEL_FORMAT), version=_int(1, 10**6), framework=_opt(_choice('fastai', 'smp')),
+    arch=_opt(_text(100, r'[A-Za-z0-9_.\-]+')), encoder=_opt(_text(100, r'[A-Za-z0-9_.\-]+')),
+    n_in=_int(1, _MAX_CHANNELS), n_out=_int(1, _MAX_CLASSES), head=_choice('sigmoid', 'softmax'),
+    codes=_opt(_list(_CODE, 0, _MAX_CLASSES)), threshold=_num(0, 1), self_attention=_bool,
+    model_kwargs=lambda v: v if isinstance(v, dict) else _obj({}, '')(v),   # checked per framework below
+    ignore_index=_opt(_int(-1000, 65535)), mean=_opt(_list(_num(-1e6, 1e6), 1, _MAX_CHANNELS)),
+    std=_opt(_list(_num(1e-8, 1e6), 1, _MAX_CHANNELS)), size=_opt(_side), img_size=_opt(_side),
+    resize_method=_opt(_choice(*_RESIZE_METHODS, 'squash')), mask=_opt(_obj(_MASK_FIELDS, 'mask.')),
+    scale=_opt(_choice(1, 255, 65535)), pattern=_opt(_text(1000)), pretrained=_opt(_text(4096)),
+    versions=_opt(_obj({k: _opt(_text(100)) for k in ('unetlearn', 'fastai', 'torch')}, 'versions.')),
+    saved=_opt(_text(64)))
+_FASTAI_KWARGS = dict(blur=_bool, blur_final=_bool, last_cross=_bool, bottle=_bool, act_cls=_choice(*_ACTIVATIONS),
+                      norm_type=_opt(_choice(*_NORM_TYPES)), y_range=_opt(_list(_num(-1e9, 1e9), 2, 2)))
+_CHANNELS = _int(1, 4096)
+_SMP_KWARGS = dict(encoder_depth=_int(1, 5), decoder_channels=_either(_CHANNELS, _list(_CHANNELS, 1, 8)),
+                   decoder_attention_type=_opt(_choice('scse')), decoder_use_batchnorm=_either(_bool, _choice('inplace')),
+                   decoder_use_norm=_either(_bool, _choice('batchnorm', 'identity', 'layernorm', 'instancenorm', 'inplace')),
+                   decoder_interpolation=_choice('nearest', 'bilinear', 'bicubic', 'area', 'nearest-exact'),
+                   upsampling=_int(1, 32), decoder_pyramid_channels=_CHANNELS, decoder_segmentation_channels=_CHANNELS,
+                   decoder_merge_policy=_choice('add', 'cat'), decoder_dropout=_num(0, 1), encoder_output_stride=_choice(8, 16, 32),
+                   decoder_atrous_rates=_list(_int(1, 64), 1, 8), psp_out_channels=_CHANNELS, psp_use_batchnorm=_bool,
+                   psp_dropout=_num(0, 1))
+
+def _smp_encoders() -> set:
+    try: import segmentation_models_pytorch as smp
+    except ImportError: return None
+    return set(smp.encoders.get_encoder_names())
+
+def validate_config(cfg, source=None, names:bool=True) -> dict:
+    "Check a model config (e.g. a parsed `config.json`) against the allow-list of fields, types and ranges; a copy, or `InputError` naming the field and value."
+    where = f"{source}" if source is not None else "model config"
+    fix = "correct the file or save the model again with save_model" if source is not None else "pass a valid config"
+    if not isinstance(cfg, dict):
+        raise InputError(f"{where} holds a JSON {type(cfg).__name__} ({_show(cfg)}), not an object {{...}} of config fields; {fix}", source)
+    try:
+        out = {k: _field(_CONFIG_FIELDS, k, v) for k, v in cfg.items()}
+        fw = out.get('framework')
+        kw_fields = {'fastai': _FASTAI_KWARGS, 'smp': _SMP_KWARGS}.get(fw, {})
+        if not names and fw == 'fastai': kw_fields = {**kw_fields, 'act_cls': _text(100)}   # in memory: any class name
+        out['model_kwargs'] = _obj(kw_fields, 'model_kwargs.')(out.get('model_kwargs') or {}) if 'model_kwargs' in cfg else None
+        if out['model_kwargs'] is None: del out['model_kwargs']
+        if names and fw == 'fastai' and out.get('arch') is not None and out['arch'] not in _FASTAI_ARCHS:
+            raise _FieldError('arch', out['arch'], f"expected a fastai U-Net encoder: {', '.join(_FASTAI_ARCHS[:5])}, ...")
+        if names and fw == 'smp' and out.get('arch') is not None:
+            canon = {a.lower(): a for a in _SMP_ARCHS}
+            if out['arch'].lower() not in canon: raise _FieldError('arch', out['arch'], f"expected an smp architecture: {', '.join(_SMP_ARCHS)}")
+            out['arch'] = canon[out['arch'].lower()]
+            encs = _smp_encoders()
+            enc = out.get('encoder') or 'resnet34'
+            if encs is not None and enc not in encs and not enc.startswith('tu-'):
+                raise _FieldError('encoder', enc, "expected an smp encoder name such as 'resnet34' or 'efficientnet-b0'")
+        for key in ('mean', 'std'):
+            if out.get(key) is not None and 'n_in' in out and len(out[key]) != out['n_in']:
+                raise _FieldError(key, out[key], f"{out['n_in']} values, one per input channel (n_in)")
+    except _FieldError as e:
+        raise InputError(f"{where}: field {e.field} = {_show(e.value)} is not allowed: {e.want}; {fix}", source) from None
+    return out
+
 # %% ../nbs/21_export.ipynb #f77c79b9
 def _arch_fn(name:str):
+    "The encoder constructor for `name`, one of the fixed names in `_FASTAI_ARCHS` (never any other attribute)."
+    if name not in _FASTAI_ARCHS:
+        raise InputError(f"unknown encoder architecture {name!r} in the model config; use one of {', '.join(_FASTAI_ARCHS[:5])}, ...")
     from fastai.vision.learner import model_meta
     import torchvision.models as tvm
-    known = {getattr(f, '__name__', None): f for f in model_meta}
-    f = known.get(name) or getattr(tvm, name, None)
-    if f is None or not callable(f):
-        raise InputError(f"unknown encoder architecture {name!r} in the model config; use a torchvision/fastai name such as 'resnet34'")
+    f = {getattr(f, '__name__', None): f for f in model_meta}.get(name) or getattr(tvm, name, None)
+    if f is None: raise InputError(f"encoder {name!r} is not in this torchvision / fastai; upgrade them to load this model")
     return f
 
 def _kwargs(kw:dict) -> dict:
+    "DynamicUnet keyword arguments from validated `model_kwargs`: names mapped through fixed tables."
     kw = dict(kw)
-    if 'act_cls' in kw:
-        from fastai import layers as fl
-        kw['act_cls'] = getattr(nn, kw['act_cls'], None) or getattr(fl, kw['act_cls'])
-    if 'norm_type' in kw and isinstance(kw['norm_type'], str):
+    if 'act_cls' in kw: kw['act_cls'] = _ACTIVATIONS[kw['act_cls']]
+    if kw.get('norm_type') is not None:
         from fastai.layers import NormType
-        kw['norm_type'] = NormType[kw['norm_type']]
+        kw['norm_type'] = NormType[kw['norm_type']]   # one of _NORM_TYPES
     if kw.get('y_range') is not None: kw['y_range'] = tuple(kw['y_range'])
     return kw
 
+_BUILD_SIDE = 256   # DynamicUnet's layers do not depend on img_size past this; its dry run at 2048 px takes minutes and 20 GB
+
 def build_model(config:dict) -> nn.Module:
     "A randomly initialised network as described by `config` (fastai DynamicUnet or smp), no download."
-    c = _complete(config)
+    c = _complete(validate_config(config))
     if c.get('framework') == 'fastai':
         if not c.get('arch'): raise InputError("model config has no 'arch' (encoder name such as 'resnet34'); add it")
         from fastai.vision.learner import create_unet_model
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            return create_unet_model(_arch_fn(c['arch']), c['n_out'], tuple(c['img_size']), pretrained=False,
-                                     n_in=c['n_in'], self_attention=c['self_attention'], **_kwargs(c['model_kwargs']))
+        size = tuple(min(s, _BUILD_SIDE) for s in c['img_size'])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                return create_unet_model(_arch_fn(c['arch']), c['n_out'], size, pretrained=False, n_in=c['n_in'],
+                                         self_attention=c['self_attention'], **_kwargs(c['model_kwargs']))
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise InputError(f"model config: fastai cannot build a {c['arch']} U-Net with model_kwargs "
+                             f"{_show(c['model_kwargs'])} ({type(e).__name__}: {str(e)[:200]}); fix the config") from None
     if c.get('framework') == 'smp':
         try: import segmentation_models_pytorch as smp
         except ImportError: raise InputError("this model needs segmentation-models-pytorch: pip install segmentation-models-pytorch") from None
-        return smp.create_model(c['arch'], encoder_name=c['encoder'] or 'resnet34', encoder_weights=None,
-                                in_channels=c['n_in'], classes=c['n_out'], **c['model_kwargs'])
+        try:
+            return smp.create_model(c['arch'], encoder_name=c['encoder'] or 'resnet34', encoder_weights=None,
+                                    in_channels=c['n_in'], classes=c['n_out'], **c['model_kwargs'])
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            raise InputError(f"model config: smp cannot build {c['arch']} with encoder {c['encoder']!r} and model_kwargs "
+                             f"{_show(c['model_kwargs'])} ({type(e).__name__}: {str(e)[:200]}); fix the config") from None
     raise InputError(f"model config framework must be 'fastai' or 'smp', not {c.get('framework')!r}; "
                      "other networks can be saved with export_pickle")
 
@@ -379,6 +555,7 @@ def save_model(learn_or_model, run_dir, config:dict|None=None, name:str='model')
         raise InputError("cannot tell the encoder architecture of this model; pass config={'arch': 'resnet34'} (its name)")
     cfg['versions'] = _versions()
     cfg['saved'] = datetime.datetime.now().isoformat(timespec='seconds')
+    validate_config(json.loads(json.dumps(cfg, default=_jsonable)))   # never write a config that load_model refuses
     text = json.dumps(cfg, indent=2, default=_jsonable)
     sd = {k: v.detach().cpu().clone() for k, v in seg.model.state_dict().items()}
     _atomic(run_dir/f'{name}.pth', lambda p: torch.save(sd, p))
@@ -393,13 +570,20 @@ def _paths(run_dir, name='model'):
     return p/'config.json', p/f'{name}.pth'
 
 def read_config(run_dir) -> dict:
-    "The model config in `run_dir` (a run folder or its config.json), checked."
-    cp, _ = _paths(run_dir)
-    if not cp.exists(): raise InputError(f"{cp} not found; --model must be a run folder written by unetlearn train / save_model", cp)
-    try: cfg = json.loads(cp.read_text())
-    except json.JSONDecodeError as e: raise InputError(f"{cp} is not valid JSON ({e}); re-save the model", cp) from None
-    if cfg.get('format') != MODEL_FORMAT: raise InputError(f"{cp} is not a unetlearn model config (format={cfg.get('format')!r})", cp)
-    if int(cfg.get('version', 0)) > MODEL_FORMAT_VERSION: raise InputError(f"{cp} has config version {cfg['version']}; upgrade unetlearn to read it", cp)
+    "The model config in `run_dir` (a run folder or its config.json), validated (`validate_config`)."
+    p = Path(run_dir)
+    cp = p if p.suffix == '.json' and not p.is_dir() else _paths(p)[0]
+    if not cp.is_file(): raise InputError(f"{cp} not found; --model must be a run folder written by unetlearn train / save_model", cp)
+    if cp.stat().st_size > _MAX_CONFIG_BYTES:
+        raise InputError(f"{cp} is {cp.stat().st_size:,} bytes, too large for a model config (at most {_MAX_CONFIG_BYTES:,})", cp)
+    try: cfg = json.loads(cp.read_bytes().decode('utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise InputError(f"{cp} is not valid JSON ({type(e).__name__}: {str(e)[:200]}); re-save the model", cp) from None
+    if not isinstance(cfg, dict) or cfg.get('format') != MODEL_FORMAT:
+        what = f"format={cfg.get('format')!r}" if isinstance(cfg, dict) else f"a JSON {type(cfg).__name__}, not an object"
+        raise InputError(f"{cp} is not a unetlearn model config ({what})", cp)
+    cfg = validate_config(cfg, cp)
+    if cfg.get('version', 1) > MODEL_FORMAT_VERSION: raise InputError(f"{cp} has config version {cfg['version']}; upgrade unetlearn to read it", cp)
     return _complete(cfg)
 
 def load_model(run_dir, device=None, name:str='model') -> SegModel:
