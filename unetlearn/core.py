@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #1641a935
 from __future__ import annotations
-import os, re, warnings
+import errno, os, re, uuid, warnings
 from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
 __all__ = ['image_extensions', 'InputError', 'is_image_path', 'is_os_litter', 'get_image_paths', 'open_image', 'read_array',
-           'to_rgb8']
+           'to_rgb8', 'os_reason', 'writable_folder', 'write_new_file']
 
 # %% ../nbs/00_core.ipynb #124d9971
 class InputError(ValueError):
@@ -97,3 +97,43 @@ def to_rgb8(img:Image.Image) -> Image.Image:
         bg = Image.new('RGBA', img.size, (0, 0, 0, 255))
         img = Image.alpha_composite(bg, img)
     return img.convert('RGB')
+
+# %% ../nbs/00_core.ipynb #17b739a3
+_OS_REASONS = {errno.EROFS: 'read-only file system', errno.EACCES: 'permission denied',
+               errno.EPERM: 'permission denied (operation not permitted)', errno.ENOSPC: 'no space left on the device',
+               errno.EDQUOT: 'disk quota exceeded', errno.ENOTDIR: 'a part of the path is a file, not a folder',
+               errno.ENAMETOOLONG: 'the name is too long'}
+
+def os_reason(e:OSError) -> str:
+    "Why an OS call failed, in words a user can act on: 'read-only file system', 'permission denied', ..."
+    return _OS_REASONS.get(getattr(e, 'errno', None)) or (e.strerror or str(e) or type(e).__name__).lower()
+
+def writable_folder(folder, flag:str='--out') -> Path:
+    "Create `folder` if needed and check that a file can be created in it; `InputError` naming it (and `flag`) if not."
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"output folder {folder} is a file, not a folder; choose another folder ({flag})", folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder/f'.unetlearn-write-test-{uuid.uuid4().hex}.tmp'
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"cannot write to the output folder {folder}: {os_reason(e)}; choose a folder you can write to ({flag})", folder) from None
+    return folder
+
+def write_new_file(path, write) -> Path:
+    "Write `path` as a new file: `write(f)` fills a temporary binary file beside it, renamed onto `path` (a link there is replaced, never followed)."
+    path = Path(path)
+    tmp = path.parent/f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp'
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), 0o666)  # umask applies
+        with os.fdopen(fd, 'wb') as f: write(f)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try: os.unlink(tmp)
+        except OSError: pass
+        if isinstance(e, OSError) and not isinstance(e, InputError):
+            raise InputError(f"cannot write {path}: {os_reason(e)}", path) from None
+        raise
+    return path

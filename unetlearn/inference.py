@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from .core import InputError, get_image_paths, is_image_path
+from .core import InputError, get_image_paths, is_image_path, writable_folder, write_new_file, os_reason
 from .export import SegModel, as_seg_model, load_model, read_input, _train_off
 
 # %% auto #0
@@ -193,13 +193,43 @@ def _items(items, recurse:bool=True) -> tuple[list, Path|None]:
         return paths, p
     paths = [Path(o) for o in items]
     if not paths: raise InputError("no images to predict (empty list)")
-    root = Path(os.path.commonpath([str(q.absolute().parent) for q in paths]))
+    root = Path(os.path.commonpath([os.path.dirname(os.path.abspath(q)) for q in paths]))
     return paths, root
 
 def _out_path(p:Path, root:Path, out:Path) -> Path:
-    try: rel = p.absolute().relative_to(root.absolute())
+    try: rel = Path(os.path.abspath(p)).relative_to(os.path.abspath(root))   # '..' removed before naming
     except ValueError: rel = Path(p.name)
     return out / rel.parent / f'{p.stem}.png'
+
+def _entry(p) -> Path:
+    "The directory entry `p` names: absolute, '..' and linked folders resolved, a link in the last place kept as is."
+    p = Path(os.path.abspath(p))
+    return p.parent.resolve()/p.name
+
+def _plan_outputs(paths:list, root:Path, out) -> list:
+    "Where each image's mask goes: new files inside `out` only (resolved), never onto an input, never through a link."
+    out = writable_folder(out)
+    real_out = out.resolve()
+    inputs = {q for p in paths for q in (_entry(p), p.resolve())}
+    outs = [_out_path(p, root, out) for p in paths]
+    seen = {}
+    for p, o in zip(paths, outs):
+        e = _entry(o)
+        if real_out != e.parent and real_out not in e.parents:
+            raise InputError(f"the mask of {p} would be written to {e}, outside the output folder {out} (a symbolic link "
+                             f"in {o.parent} leads there); remove the link or choose another output folder", o)
+        if e in inputs:
+            raise InputError(f"writing masks to {out} would overwrite the image {e}; choose another --out folder", p)
+        if o.is_dir() and not o.is_symlink(): raise InputError(f"{o} is a folder: the mask of {p} cannot be written there", o)
+        if e in seen: raise InputError(f"{p} and {seen[e]} would both be written to {o}; rename one or predict them separately", p)
+        seen[e] = p
+    return outs
+
+def _save_mask(m:np.ndarray, path:Path):
+    "Write a uint8 mask as a new PNG file (see `write_new_file`)."
+    try: path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise InputError(f"cannot create the folder {path.parent}: {os_reason(e)}", path.parent) from None
+    write_new_file(path, lambda f: Image.fromarray(m).save(f, format='PNG'))
 
 def predict_files(model, items, out=None, bs:int=8, tta='none', threshold:float|None=None, mask_scale:int=1,
                   with_probs:bool=False, keep:bool=True, tile='auto', overlap:int=64, recurse:bool=True,
@@ -210,16 +240,7 @@ def predict_files(model, items, out=None, bs:int=8, tta='none', threshold:float|
     if mask_scale not in (1, 255): raise InputError(f"mask_scale must be 1 or 255, not {mask_scale}")
     if mask_scale != 1 and seg.n_classes > 2:
         raise InputError(f"mask_scale={mask_scale} only applies to binary models; this one has {seg.n_classes} classes")
-    outs = None
-    if out is not None:
-        out = Path(out)
-        outs = [_out_path(p, root, out) for p in paths]
-        clash = [p for p, o in zip(paths, outs) if o.absolute() == p.absolute()]
-        if clash: raise InputError(f"writing masks to {out} would overwrite the image {clash[0]}; choose another --out folder", clash[0])
-        seen = {}
-        for p, o in zip(paths, outs):
-            if o in seen: raise InputError(f"{p} and {seen[o]} would both be written to {o}; rename one or predict them separately", p)
-            seen[o] = p
+    outs = None if out is None else _plan_outputs(paths, root, out)
     res = Predictions([], [] if keep else None, [] if with_probs else None, [] if out is not None else None, [], seg.codes)
     chunks = [list(range(i, min(i + bs, len(paths)))) for i in range(0, len(paths), bs)]
     with _train_off(seg), torch.no_grad():
@@ -236,8 +257,7 @@ def predict_files(model, items, out=None, bs:int=8, tta='none', threshold:float|
                 if keep: res.masks.append(m)
                 if with_probs: res.probs.append(p.numpy())
                 if outs is not None:
-                    outs[i].parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray((m * mask_scale).astype(np.uint8)).save(outs[i])
+                    _save_mask((m * mask_scale).astype(np.uint8), outs[i])
                     res.outputs.append(outs[i])
     if res.failures:
         warnings.warn(f"{len(res.failures)} image(s) could not be predicted: " +
@@ -378,7 +398,7 @@ def show_predictions(images, preds, truths=None, n_classes:int|None=None, titles
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        write_new_file(path, lambda f: fig.savefig(f, dpi=100, format=Path(path).suffix[1:].lower() or 'png'))
     return fig
 
 def stack_gif(images, masks, path, truths=None, contour:bool=True, scale:int=1, duration:int=200) -> Path:
@@ -390,7 +410,7 @@ def stack_gif(images, masks, path, truths=None, contour:bool=True, scale:int=1, 
         frames.append(contours(im, m, truth=t, scale=scale) if contour else overlay(im, m, scale=scale))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration, loop=0)
+    write_new_file(path, lambda f: frames[0].save(f, format='GIF', save_all=True, append_images=frames[1:], duration=duration, loop=0))
     return path
 
 # %% ../nbs/20_inference.ipynb #599f7874
@@ -420,5 +440,5 @@ def submission_csv(preds, path, kaggle:str|None=None, order:str='F', id_col:str=
     if len(dup): raise InputError(f"id {dup.iloc[0]!r} appears twice in the submission; ids must be unique")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
+    write_new_file(path, lambda f: f.write(df.to_csv(index=False).encode()))
     return df
