@@ -584,7 +584,8 @@ def read_config(run_dir) -> dict:
         raise InputError(f"{cp} is not a unetlearn model config ({what})", cp)
     cfg = validate_config(cfg, cp)
     if cfg.get('version', 1) > MODEL_FORMAT_VERSION: raise InputError(f"{cp} has config version {cfg['version']}; upgrade unetlearn to read it", cp)
-    return _complete(cfg)
+    try: return _complete(cfg)
+    except InputError as e: raise InputError(f"{cp}: {e}", cp) from None
 
 def load_model(run_dir, device=None, name:str='model') -> SegModel:
     "Rebuild the network from `config.json`, load `model.pth` with `weights_only=True`; a `SegModel` in eval mode."
