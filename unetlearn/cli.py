@@ -174,13 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/30_cli.ipynb #10078f6f
+_USER_ERRNOS = {'EROFS', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT', 'ENOTDIR', 'ENAMETOOLONG'}
+
 def _input_error(e:BaseException):
-    "The user-input error in `e` or its causes (InputError, a missing/unreadable file), or None."
+    "The user-input error in `e` or its causes (InputError, a missing/unreadable file, a read-only or full disk), or None."
+    import errno
     from unetlearn.core import InputError
+    user = {getattr(errno, n) for n in _USER_ERRNOS if hasattr(errno, n)}
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, (InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)): return e
+        if isinstance(e, OSError) and e.errno in user: return e
         e = e.__cause__ or e.__context__
     return None
 
@@ -194,7 +199,9 @@ def cli_words(text:str) -> str:
 
 def _message(e:BaseException) -> str:
     if isinstance(e, OSError) and e.filename is not None:
-        return f"{e.strerror or e}: {e.filename}; check the path"
+        from unetlearn.core import os_reason
+        return f"{e.filename}: {os_reason(e)}; check the path" + (" or choose a folder you can write to"
+                                                                  if isinstance(e, PermissionError) or e.errno in (30, 28) else '')
     return cli_words(str(e))
 
 @contextlib.contextmanager
@@ -391,18 +398,19 @@ def predict_command(opts) -> int:
     from unetlearn.core import InputError
     images = _check_folder(opts.images, 'images')
     out = Path(opts.out).expanduser()
-    if out.absolute() == images.absolute() or images.absolute() in out.absolute().parents:
-        raise InputError(f"--out {out} is inside --images {images}: masks would be mixed with the images; choose another folder", out)
+    for o, i in ((out.absolute(), images.absolute()), (out.resolve(), images.resolve())):   # as written, and links followed
+        if o == i or i in o.parents:
+            raise InputError(f"--out {out} is inside --images {images}: masks would be mixed with the images; choose another folder", out)
     model_dir = Path(opts.model).expanduser()
     if not model_dir.exists(): raise InputError(f"model folder {model_dir} does not exist; pass the run folder of unetlearn train (--model)", model_dir)
-    from unetlearn.export import load_model
-    from unetlearn.inference import predict_files
-    seg = load_model(model_dir)
     items = images
-    if opts.mask_pattern:
+    if opts.mask_pattern:   # before the model loads: a malformed pattern fails at once
         from unetlearn.pairs import list_images
         items = list_images(images, opts.mask_pattern)
         if not items: raise InputError(f"no images left in {images} once the masks ({opts.mask_pattern!r}) are skipped", images)
+    from unetlearn.export import load_model
+    from unetlearn.inference import predict_files
+    seg = load_model(model_dir)
     print(f"model: {seg}")
     if opts.threshold is not None and seg.n_classes > 2:
         warnings.warn(f"--threshold applies to binary models; this one has {seg.n_classes} classes (argmax is used)")
