@@ -24,6 +24,7 @@ from fastai.vision.data import get_c
 from .core import InputError
 from .losses import default_loss
 from .metrics import default_metrics
+from .callbacks import BNRecalibrate, DivergenceMonitor
 
 # %% auto #0
 __all__ = ['parse_arch', 'pretrained_kind', 'load_encoder_weights', 'seg_splitter', 'create_seg_model', 'norm_stats',
@@ -239,7 +240,8 @@ def _jsonable_kwargs(kw:dict) -> dict:
 def unet_learner(dls, arch='resnet34', normalize:bool=True, n_out:int=None, pretrained='imagenet', weights=None, config:dict=None,
                  loss_func=None, opt_func=Adam, lr=defaults.lr, splitter=None, cbs=None, metrics=None, path=None,
                  model_dir='models', wd=None, wd_bn_bias:bool=False, train_bn:bool=True, moms=(0.95, 0.85, 0.95),
-                 n_in:int=None, binary:str='sigmoid', ignore_index='auto', self_attention:bool=True, cut=None, **kwargs) -> Learner:
+                 n_in:int=None, binary:str='sigmoid', ignore_index='auto', self_attention:bool=True, cut=None, bn_batches:int=20,
+                 **kwargs) -> Learner:
     "fastai-compatible U-Net Learner: head, loss, metrics and normalisation from the data; `dls` is not modified."
     if config: kwargs = {**config, **kwargs}
     a, (kind, wpath) = parse_arch(arch), pretrained_kind(pretrained, weights)
@@ -258,7 +260,8 @@ def unet_learner(dls, arch='resnet34', normalize:bool=True, n_out:int=None, pret
     model = create_seg_model(arch, n_out, img_size, n_in=n_in, pretrained=kind if kind != 'file' else wpath,
                              self_attention=self_attention, weights=weights, cut=cut, **kwargs)
     learn = Learner(dls=dls, model=model, loss_func=ifnone(loss_func, default_loss(n_out, ii)), opt_func=opt_func, lr=lr,
-                    splitter=ifnone(splitter, seg_splitter(arch)), cbs=cbs,
+                    splitter=ifnone(splitter, seg_splitter(arch)),
+                    cbs=([BNRecalibrate(bn_batches)] if bn_batches else []) + [DivergenceMonitor()] + L(cbs),
                     metrics=default_metrics(n_out, ii) if metrics is None else metrics,
                     path=Path('.') if path is None else path, model_dir=model_dir, wd=wd, wd_bn_bias=wd_bn_bias,
                     train_bn=train_bn, moms=moms)
