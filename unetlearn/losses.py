@@ -159,6 +159,8 @@ class ComboLoss:
     def decodes(self, x): return self.losses[0].decodes(x)
 
     @property
+    def ignore_index(self): return self.losses[0].ignore_index
+    @property
     def reduction(self): return self.losses[0].reduction
     @reduction.setter
     def reduction(self, v):
@@ -234,11 +236,10 @@ def class_weights(masks_or_dls, n_classes:int|None=None, ignore_index:int|None=N
 
 # %% ../nbs/11_losses.ipynb #9a35c92d
 def default_loss(n_out:int, ignore_index:int|None=None, weight=None):
-    "Loss for a head with `n_out` channels: 1 -> BCE + Dice, 2 -> CE + Dice, more -> CE."
+    "Loss for a head with `n_out` channels: 1 -> BCE + Dice, more -> CE + Dice."
     if n_out < 1: raise ValueError(f"n_out must be at least 1, got {n_out}")
     if n_out == 1: return BCEDiceLoss(weight=weight, ignore_index=ignore_index)
-    if n_out == 2: return CEDiceLoss(weight=weight, ignore_index=ignore_index)
-    return SegCELoss(weight=weight, ignore_index=ignore_index)
+    return CEDiceLoss(weight=weight, ignore_index=ignore_index)
 
 # %% ../nbs/11_losses.ipynb #324f64da
 loss_names = ('auto', 'ce', 'bce', 'dice', 'focal', 'ce+dice', 'bce+dice')
