@@ -46,33 +46,62 @@ def _ellipse(h, w, cy, cx, ry, rx, theta=0.):
 def _u8(a): return np.clip(a + .5, 0, 255).astype(np.uint8)
 
 # %% ../nbs/05_sample.ipynb #56534923
-_BRAIN = dict(seed=20240501, patients=6, slices=8, size=64)
+_BRAIN = dict(seed=20240601, patients=10, slices=8, size=64)
+
+def _brain_slice(rs, size, head, tex, fine, pat, z):
+    "Three MRI-like channels (pre-contrast, FLAIR, post-contrast) of one slice, and its tumour mask."
+    brain, skull, scalp = head <= .72, (head > .72) & (head <= .86), (head > .86) & (head <= 1)
+    tissue = 80 + 45*tex + 14*(fine - .5)                                  # grey / white matter
+    f = pat['f'](z)
+    vent = ((_ellipse(size, size, pat['hy'] - 2, pat['hx'] - 5, 6*f, 2.2*f, .35) <= 1) |
+            (_ellipse(size, size, pat['hy'] - 2, pat['hx'] + 5, 6*f, 2.2*f, -.35) <= 1)) & brain
+    t1 = np.where(brain, tissue + 10, 0.); fl = np.where(brain, tissue, 0.)
+    t1[vent], fl[vent] = 30 + 10*tex[vent], 25 + 10*tex[vent]             # CSF: dark in both
+    for a in (t1, fl):
+        a[skull] = 18 + 10*tex[skull]                                        # bone: dark
+        a[scalp] = 165 + 70*tex[scalp]                                       # scalp fat: the brightest tissue
+    mask, dz = np.zeros((size, size), bool), (z - pat['zc'])/pat['rz']
+    t1c = t1.copy()
+    if abs(dz) < 1:
+        g = math.sqrt(1 - dz*dz)
+        q = _ellipse(size, size, pat['ty'], pat['tx'], pat['r']*g, pat['r']*pat['asp']*g, pat['th'])
+        mask = (q <= 1) & brain & ~vent
+        ed = (q > 1) & (q <= pat['edema']**2) & brain & ~vent                 # oedema: bright in FLAIR, not tumour
+        fall = np.clip(1 - (np.sqrt(q) - 1)/(pat['edema'] - 1), 0, 1)
+        fl = fl + np.where(ed, pat['ed_delta']*fall, 0)
+        fl = fl + np.where(mask, pat['contrast']*(.75 + .5*fine), 0)
+        t1 = t1 - np.where(mask, 12 + 10*tex, 0)                           # slightly dark before contrast
+        rim = mask & (q > .4)
+        t1c = t1 + np.where(rim, pat['enh']*(.6 + .8*fine), 0)               # enhancing rim after contrast
+        if pat['r']*g > 7: fl = fl - np.where(q < .2, .6*pat['contrast'], 0) # necrotic core
+    spots = brain & (fine > pat['spot_level'])                              # vessels: bright dots after contrast
+    t1c = t1c + np.where(spots, 80, 0)
+    fl = fl + np.where(spots & (tex > .55), 40, 0)
+    return np.stack([t1, fl, t1c], -1), mask
 
 def _gen_brain_mri(dest:Path):
     p = _BRAIN; rs, size, n_sl = np.random.RandomState(p['seed']), p['size'], p['slices']
-    for pat in range(1, p['patients'] + 1):
-        name = f'TCGA_XX_{pat:04d}'
-        (dest / name).mkdir()
-        hy, hx = size / 2 + rs.uniform(-2, 2), size / 2 + rs.uniform(-2, 2)
-        hr = (rs.uniform(24, 27), rs.uniform(20, 23))
-        zc, rz = rs.uniform(2.5, 4.5), rs.uniform(1.6, 2.6)
-        ty, tx = hy + rs.uniform(-8, 8), hx + rs.uniform(-7, 7)
-        tr, th, tint = (rs.uniform(6, 12), rs.uniform(6, 12)), rs.uniform(0, math.pi), rs.uniform(200, 230)
+    for i in range(1, p['patients'] + 1):
+        name = f'TCGA_XX_{i:04d}'
+        (dest/name).mkdir()
+        hy, hx = size/2 + rs.uniform(-2, 2), size/2 + rs.uniform(-2, 2)
+        hr = (rs.uniform(26, 29), rs.uniform(21, 24))
+        ang, rad = rs.uniform(0, 2*math.pi), rs.uniform(8, 13)
+        pat = dict(hy=hy, hx=hx, f=lambda z: math.sqrt(max(1 - ((z - (n_sl - 1)/2)/(n_sl/2 + 1.5))**2, 0)),
+                   zc=rs.uniform(2, n_sl - 3), rz=rs.uniform(1.5, 2.8), r=rs.uniform(4, 11), asp=rs.uniform(.7, 1.3),
+                   th=rs.uniform(0, math.pi), ty=hy + rad*math.sin(ang), tx=hx + rad*math.cos(ang),
+                   contrast=rs.uniform(35, 90), edema=rs.uniform(1.4, 2.2), ed_delta=rs.uniform(15, 45),
+                   enh=rs.uniform(20, 90), spot_level=rs.uniform(.9, .96))
+        bias = _upsample(rs.uniform(.8, 1.2, (3, 3)), size, size)[..., None]  # coil inhomogeneity
         for z in range(n_sl):
-            f = math.sqrt(max(1 - ((z - (n_sl - 1) / 2) / (n_sl / 2 + 1.5)) ** 2, 0))
-            head = _ellipse(size, size, hy, hx, hr[0] * f, hr[1] * f)
-            tex = _texture(rs, size, size)
-            img = np.where(head <= 1, 55 + 70 * tex, 4 + 6 * rs.random_sample((size, size)))
-            img = np.where((head <= 1) & (head > .8), 35 + 20 * tex, img)  # skull rim
-            mask, dz = np.zeros((size, size), bool), (z - zc) / rz
-            if abs(dz) < 1:
-                g = math.sqrt(1 - dz * dz)
-                mask = (_ellipse(size, size, ty, tx, tr[0] * g, tr[1] * g, th) <= 1) & (head <= .75)
-                img = np.where(mask, tint + 25 * (tex - .5), img)
-            rgb = np.stack([img * .92, img, img * .85 + 8 * (head <= 1)], -1)
-            stem = dest / name / f'{name}_{z + 1}'
-            Image.fromarray(_u8(rgb)).save(f'{stem}.tif', compression='tiff_deflate')
-            Image.fromarray((mask * 255).astype(np.uint8)).save(f'{stem}_mask.tif', compression='tiff_deflate')
+            head = _ellipse(size, size, hy, hx, hr[0]*pat['f'](z), hr[1]*pat['f'](z))
+            tex = _texture(rs, size, size, cells=(3, 7, 14), weights=(.45, .35, .2))
+            fine = _texture(rs, size, size, cells=(21,), weights=(1,))
+            img, mask = _brain_slice(rs, size, head, tex, fine, pat, z)
+            img = img*bias + 5*rs.standard_normal((size, size, 3)) + 4
+            stem = dest/name/f'{name}_{z + 1}'
+            Image.fromarray(_u8(img)).save(f'{stem}.tif', compression='tiff_deflate')
+            Image.fromarray((mask*255).astype(np.uint8)).save(f'{stem}_mask.tif', compression='tiff_deflate')
 
 # %% ../nbs/05_sample.ipynb #de22ba7c
 _TGS = dict(seed=20240502, n=40, size=101)
@@ -105,7 +134,7 @@ def _gen_tgs(dest:Path):
 
 # %% ../nbs/05_sample.ipynb #bfb8d252
 _SAMPLES = {  # name: (version, generator, number of files)
-    'brain_mri': (1, _gen_brain_mri, _BRAIN['patients'] * _BRAIN['slices'] * 2),
+    'brain_mri': (2, _gen_brain_mri, _BRAIN['patients'] * _BRAIN['slices'] * 2),
     'tgs': (1, _gen_tgs, _TGS['n'] + 1),
 }
 sample_names = tuple(_SAMPLES)
