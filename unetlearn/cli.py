@@ -70,7 +70,7 @@ _EPILOG = {
   unetlearn train                                   # the built-in sample data set (a demo, < 3 min on a CPU)
   unetlearn train --images data/images --masks data/masks --codes-file data/codes.txt --out runs/camvid
   unetlearn train --images kaggle_3m --mask-pattern '{stem}_mask{suffix}' --group-regex '([^/]+)/[^/]+$' --pretrained none
-defaults: with --images: size 128, bs 8, arch resnet34, pretrained imagenet, epochs 10 (+1 frozen), lr auto;
+defaults: with --images: size 128, bs 8, arch resnet34, pretrained imagenet, epochs 10 (the first frozen), lr auto;
           without (sample data): size 64, bs 8, arch resnet18, pretrained none, epochs 5, lr 3e-3.""",
  'predict': """examples:
   unetlearn predict --model runs/camvid --images new_images --out predicted
@@ -140,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description='Train a U-Net on an image/mask folder (no --images: the built-in sample data set).')
     _add_split_args(_add_data_args(t))
     g = _add_model_args(t)
-    g.add_argument('--epochs', type=_count, metavar='N', help='epochs with the whole network trained (default 10; sample: 5)')
+    g.add_argument('--epochs', type=_count, metavar='N', help='epochs in all: --epochs N trains N epochs (default 10; sample: 5)')
     g.add_argument('--freeze-epochs', dest='freeze_epochs', type=_count, metavar='N',
-                   help='epochs with a pretrained encoder frozen first (default 1; sample: 0); a random encoder is never frozen: they are added to --epochs')
+                   help='how many of the --epochs train with a pretrained encoder frozen, first (default 1; sample: 0); a random encoder is never frozen')
     g.add_argument('--lr', type=_lr, metavar='auto|FLOAT', help='learning rate; auto runs the LR finder (default auto; sample: 3e-3)')
     g.add_argument('--progressive', type=_sizes, metavar='64,128', help='progressive resizing: train at each size in turn')
     g.add_argument('--out', metavar='RUN_DIR', help='run folder (default runs/<date-time>)')
