@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['image_extensions', 'InputError', 'is_image_path', 'is_os_litter', 'get_image_paths', 'open_image', 'read_array',
+__all__ = ['pil_image_extensions', 'InputError', 'is_image_path', 'is_os_litter', 'get_image_paths', 'open_image', 'read_array',
            'to_rgb8', 'os_reason', 'writable_folder', 'write_new_file']
 
 # %% ../nbs/00_core.ipynb #124d9971
@@ -22,11 +22,11 @@ class InputError(ValueError):
 
 # %% ../nbs/00_core.ipynb #a45e87cd
 Image.init()
-image_extensions = {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+pil_image_extensions = {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
 def is_image_path(path) -> bool:
     "Whether `path` has a suffix that PIL can open."
-    return Path(path).suffix.lower() in image_extensions
+    return Path(path).suffix.lower() in pil_image_extensions
 
 # %% ../nbs/00_core.ipynb #055a43e6
 _litter_names = {'thumbs.db', 'ehthumbs.db', 'ehthumbs_vista.db', 'desktop.ini', '.ds_store', '.localized', 'icon\r'}
