@@ -13,8 +13,8 @@ from .splits import get_groups
 
 # %% auto #0
 __all__ = ['n_classes_of', 'pred_to_labels', 'confusion', 'scored_classes', 'class_scores', 'dice_score', 'iou_score',
-           'SegMetric', 'Dice', 'IoU', 'DicePerClass', 'IoUPerClass', 'DicePerGroup', 'group_dice', 'tgs_image_scores',
-           'tgs_score', 'TGSScore', 'pixel_accuracy', 'AccuracyNoIgnore', 'default_metrics']
+           'SegMetric', 'SegDice', 'IoU', 'DicePerClass', 'IoUPerClass', 'DicePerGroup', 'group_dice',
+           'tgs_image_scores', 'tgs_score', 'TGSScore', 'pixel_accuracy', 'AccuracyNoIgnore', 'default_metrics']
 
 # %% ../nbs/10_metrics.ipynb #c049dc15
 def _plain(t) -> torch.Tensor:
@@ -140,7 +140,7 @@ class SegMetric(Metric):
 
 # %% ../nbs/10_metrics.ipynb #d86cde0b
 class _Overlap(SegMetric):
-    "Dice or IoU over an epoch; see `Dice`."
+    "Dice or IoU over an epoch; see `SegDice`."
     kind = 'dice'
     def __init__(self, average:str='global', include_background:bool|None=None, empty:str='auto',
                  ignore_index:int|None=None, threshold:float=0.5, class_idx:int|None=None, name:str|None=None):
@@ -182,22 +182,30 @@ class _Overlap(SegMetric):
         if self.average == 'image': return self.img_sum/self.img_count if self.img_count else float('nan')
         return _nanmean(self.per_class[self._classes()])
 
-class Dice(_Overlap):
+class SegDice(_Overlap):
     """Dice over the validation epoch, for 1-channel sigmoid and C-channel softmax heads (binary: foreground Dice;
     multi-class: mean over classes). `average`: 'global' | 'image'; `empty`: 'one' | 'skip' | 'auto'; see `dice_score`."""
     kind = 'dice'
 
 class IoU(_Overlap):
-    "IoU (Jaccard; mIoU for multi-class) over the validation epoch; same arguments as `Dice`."
+    "IoU (Jaccard; mIoU for multi-class) over the validation epoch; same arguments as `SegDice`."
     kind = 'iou'
+
+# %% ../nbs/10_metrics.ipynb #b2ff8263
+_RENAMED = {'Dice': 'SegDice'}   # before issue 10 the class was called Dice
+
+def __getattr__(name):
+    "Old names still import from this module (`from unetlearn.metrics import Dice`); `unetlearn.all` does not export them."
+    if name in _RENAMED: return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/10_metrics.ipynb #c9f64e5e
 def _code_names(codes) -> list[str]:
     return [str(i) for i in range(codes)] if isinstance(codes, int) else [str(c) for c in codes]
 
-def DicePerClass(codes, ignore_index:int|None=None, **kwargs) -> list[Dice]:
-    "One `Dice` metric per class, named `dice_<code>`; `codes` is a list of class names or a number of classes."
-    return [Dice(class_idx=i, ignore_index=ignore_index, name=f'dice_{n}', **kwargs)
+def DicePerClass(codes, ignore_index:int|None=None, **kwargs) -> list[SegDice]:
+    "One `SegDice` metric per class, named `dice_<code>`; `codes` is a list of class names or a number of classes."
+    return [SegDice(class_idx=i, ignore_index=ignore_index, name=f'dice_{n}', **kwargs)
             for i, n in enumerate(_code_names(codes)) if i != ignore_index]
 
 def IoUPerClass(codes, ignore_index:int|None=None, **kwargs) -> list[IoU]:
@@ -327,5 +335,5 @@ class AccuracyNoIgnore(SegMetric):
 def default_metrics(n_out:int, ignore_index:int|None=None) -> list[Metric]:
     "Metrics for a head with `n_out` channels: binary -> Dice, IoU; multi-class -> pixel accuracy, mean Dice, mIoU."
     if n_out < 1: raise ValueError(f"n_out must be at least 1, got {n_out}")
-    mets = [Dice(ignore_index=ignore_index), IoU(ignore_index=ignore_index)]
+    mets = [SegDice(ignore_index=ignore_index), IoU(ignore_index=ignore_index)]
     return mets if n_out <= 2 else [AccuracyNoIgnore(ignore_index)] + mets
