@@ -42,13 +42,13 @@ def model_dir(tmp_path_factory):
     import torch, warnings
     from fastai.vision.learner import create_unet_model
     from torchvision.models import resnet18
-    from unetlearn.export import save_model
+    from unetlearn.export import save_seg_model
     run = tmp_path_factory.mktemp('model')/'run'
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         net = create_unet_model(resnet18, 1, (32, 32), pretrained=False, self_attention=False)
-    save_model(net, run, {'size': 32, 'resize_method': 'squish', 'mean': [.5] * 3, 'std': [.25] * 3})
+    save_seg_model(net, run, {'size': 32, 'resize_method': 'squish', 'mean': [.5] * 3, 'std': [.25] * 3})
     return run
 
 

@@ -408,9 +408,9 @@ def predict_command(opts) -> int:
         from unetlearn.pairs import list_images
         items = list_images(images, opts.mask_pattern)
         if not items: raise InputError(f"no images left in {images} once the masks ({opts.mask_pattern!r}) are skipped", images)
-    from unetlearn.export import load_model
+    from unetlearn.export import load_seg_model
     from unetlearn.inference import predict_files
-    seg = load_model(model_dir)
+    seg = load_seg_model(model_dir)
     print(f"model: {seg}")
     if opts.threshold is not None and seg.n_classes > 2:
         warnings.warn(f"--threshold applies to binary models; this one has {seg.n_classes} classes (argmax is used)")

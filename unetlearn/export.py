@@ -15,7 +15,7 @@ from .core import InputError, open_image, to_rgb8
 
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'make_config', 'validate_config', 'build_model', 'read_input', 'SegModel',
-           'as_seg_model', 'save_model', 'read_config', 'load_model', 'export_pickle', 'load_learner_pickle',
+           'as_seg_model', 'save_seg_model', 'read_config', 'load_seg_model', 'export_pickle', 'load_learner_pickle',
            'check_onnx', 'export_onnx']
 
 # %% ../nbs/21_export.ipynb #39e0fda3
@@ -74,10 +74,13 @@ def _describe_dynamic_unet(m) -> dict:
                 self_attention=any(isinstance(c, SelfAttention) for c in m.modules()), model_kwargs=kw)
 
 def _describe_smp(m) -> dict:
+    "What an smp model is, from its `model.config` (smp 0.5+: every constructor argument) or, before that, its modules."
+    cfg = dict(getattr(m, 'config', None) or {})
     name = getattr(m, 'name', '') or ''
-    enc = name.split('-', 1)[1] if '-' in name else None
-    return dict(framework='smp', arch=type(m).__name__, encoder=enc, n_in=_first_conv(m.encoder).in_channels,
-                n_out=_last_conv(m.segmentation_head).out_channels, self_attention=False, model_kwargs={})
+    enc = cfg.get('encoder_name') or (name.split('-', 1)[1] if '-' in name else None)
+    kw = {k: v for k, v in cfg.items() if k in _SMP_KWARGS}
+    return dict(framework='smp', arch=type(m).__name__, encoder=enc, n_in=cfg.get('in_channels', _first_conv(m.encoder).in_channels),
+                n_out=cfg.get('classes', _last_conv(m.segmentation_head).out_channels), self_attention=False, model_kwargs=kw)
 
 # %% ../nbs/21_export.ipynb #ff94ae33
 def _tfms(dl, name) -> list:
@@ -167,7 +170,9 @@ def make_config(obj, config:dict|None=None) -> dict:
         desc = _describe_dynamic_unet(model)
         arch = getattr(obj, 'arch', None)  # a Learner's encoder function (fastai stores it), when known
         if arch is not None and model is not obj: desc['arch'] = arch if isinstance(arch, str) else getattr(arch, '__name__', desc['arch'])
-    elif _is_smp(model): desc = _describe_smp(model)
+    elif _is_smp(model):
+        desc = _describe_smp(model)
+        for d in (base, config): desc['model_kwargs'].update(d.pop('model_kwargs', None) or {})
     else:
         desc = dict(framework=None, arch=None, n_in=getattr(_first_conv(model), 'in_channels', None),
                     n_out=_last_conv(model).out_channels if _first_conv(model) is not None else None)
@@ -303,7 +308,41 @@ _SMP_KWARGS = dict(encoder_depth=_int(1, 5), decoder_channels=_either(_CHANNELS,
                    upsampling=_int(1, 32), decoder_pyramid_channels=_CHANNELS, decoder_segmentation_channels=_CHANNELS,
                    decoder_merge_policy=_choice('add', 'cat'), decoder_dropout=_num(0, 1), encoder_output_stride=_choice(8, 16, 32),
                    decoder_atrous_rates=_list(_int(1, 64), 1, 8), psp_out_channels=_CHANNELS, psp_use_batchnorm=_bool,
-                   psp_dropout=_num(0, 1))
+                   psp_dropout=_num(0, 1), decoder_pab_channels=_CHANNELS, decoder_aspp_separable=_bool,
+                   decoder_aspp_dropout=_num(0, 1), encoder_output_indices=_opt(_list(_int(0, 64), 1, 8)),
+                   decoder_readout=_choice('cat', 'add', 'ignore'), decoder_intermediate_channels=_list(_CHANNELS, 1, 8),
+                   decoder_fusion_channels=_CHANNELS)
+_SMP_KWARGS['upsampling'] = _opt(_int(1, 32))
+
+def _null(why:str):
+    def f(v):
+        if v is not None: raise _Bad(f"null ({why})")
+    return f
+
+_NAME = r'[A-Za-z0-9_.\-]+'
+# smp's config.json (save_pretrained / from_pretrained): its class and constructor arguments at the top level
+_SMP_FIELDS = dict(_model_class=_choice(*_SMP_ARCHS), encoder_name=_text(100, _NAME), encoder_weights=_opt(_text(100, _NAME)),
+                   in_channels=_int(1, _MAX_CHANNELS), classes=_int(1, _MAX_CLASSES),
+                   activation=_null("unetlearn applies sigmoid or softmax itself: save the smp model with activation=None"),
+                   aux_params=_null("smp's classification head is not supported: save the smp model with aux_params=None"),
+                   **_SMP_KWARGS)
+_CONFIG_FIELDS.update(_SMP_FIELDS)
+_SMP_SAME = dict(_model_class='arch', encoder_name='encoder', in_channels='n_in', classes='n_out')
+
+def _smp_fields(out:dict, cfg:dict):
+    "Check smp's top-level fields against unetlearn's (one network, described twice) and merge its constructor arguments."
+    keys = [k for k in cfg if k in _SMP_FIELDS]
+    if not keys: return
+    if out.get('framework') != 'smp':
+        raise _FieldError(keys[0], cfg[keys[0]], "a segmentation-models-pytorch field, allowed with framework \"smp\" only")
+    for k, mine in _SMP_SAME.items():
+        if k in out and mine in out and out[k] is not None and out[mine] is not None and out[k] != out[mine]:
+            raise _FieldError(k, out[k], f"the same as {mine} ({_show(out[mine])}): config.json describes one network")
+    kw, top = dict(out.get('model_kwargs') or {}), {k: out[k] for k in keys if k in _SMP_KWARGS}
+    for k, v in top.items():
+        if k in kw and json.dumps(kw[k]) != json.dumps(v):
+            raise _FieldError(k, v, f"the same as model_kwargs.{k} ({_show(kw[k])}): config.json describes one network")
+    out['model_kwargs'] = {**top, **kw}
 
 def _smp_encoders() -> set:
     try: import segmentation_models_pytorch as smp
@@ -313,7 +352,7 @@ def _smp_encoders() -> set:
 def validate_config(cfg, source=None, names:bool=True) -> dict:
     "Check a model config (e.g. a parsed `config.json`) against the allow-list of fields, types and ranges; a copy, or `InputError` naming the field and value."
     where = f"{source}" if source is not None else "model config"
-    fix = "correct the file or save the model again with save_model" if source is not None else "pass a valid config"
+    fix = "correct the file or save the model again with save_seg_model" if source is not None else "pass a valid config"
     if not isinstance(cfg, dict):
         raise InputError(f"{where} holds a JSON {type(cfg).__name__} ({_show(cfg)}), not an object {{...}} of config fields; {fix}", source)
     try:
@@ -333,6 +372,7 @@ def validate_config(cfg, source=None, names:bool=True) -> dict:
             enc = out.get('encoder') or 'resnet34'
             if encs is not None and enc not in encs and not enc.startswith('tu-'):
                 raise _FieldError('encoder', enc, "expected an smp encoder name such as 'resnet34' or 'efficientnet-b0'")
+        _smp_fields(out, cfg)
         for key in ('mean', 'std'):
             if out.get(key) is not None and 'n_in' in out and len(out[key]) != out['n_in']:
                 raise _FieldError(key, out[key], f"{out['n_in']} values, one per input channel (n_in)")
@@ -517,9 +557,9 @@ class SegModel(nn.Module):
                 f"size={c['size']}, resize={c['resize_method']}, threshold={c['threshold']})")
 
 def as_seg_model(obj, config:dict|None=None) -> SegModel:
-    "`SegModel` from a `SegModel`, a run folder (`load_model`), a fastai `Learner` or a bare network."
+    "`SegModel` from a `SegModel`, a run folder (`load_seg_model`), a fastai `Learner` or a bare network."
     if isinstance(obj, SegModel): return obj if not config else SegModel(obj.model, {**obj.config, **config})
-    if isinstance(obj, (str, Path)): return load_model(obj)
+    if isinstance(obj, (str, Path)): return load_seg_model(obj)
     if hasattr(obj, 'dls') and hasattr(obj, 'model'): return SegModel.from_learner(obj, config)
     if isinstance(obj, nn.Module): return SegModel(obj, config)
     raise InputError(f"cannot use a {type(obj).__name__} as a model; pass a run folder, a Learner or a network")
@@ -544,23 +584,34 @@ def _jsonable(o):
     if isinstance(o, tuple): return list(o)
     raise TypeError(f"config value {o!r} ({type(o).__name__}) cannot be written to JSON; pass plain numbers/strings/lists")
 
-def save_model(learn_or_model, run_dir, config:dict|None=None, name:str='model') -> Path:
-    "Write `{name}.pth` (state_dict) and `config.json` for a Learner / network / `SegModel` into `run_dir`; returns `run_dir`."
+def save_seg_model(learn_or_model, run_dir, config:dict|None=None, name:str='model') -> Path:
+    """Write `{name}.pth` (state_dict) and `config.json` for a Learner / network / `SegModel` into `run_dir`; returns `run_dir`.
+    An smp model also gets `model.safetensors` and smp's fields in `config.json`: `smp.from_pretrained(run_dir)` loads it."""
     run_dir = Path(run_dir)
     seg = as_seg_model(learn_or_model, config) if not isinstance(learn_or_model, SegModel) else learn_or_model
     cfg = make_config(seg, config)
     if cfg.get('framework') not in ('fastai', 'smp'):
-        raise InputError(f"save_model supports fastai DynamicUnet and smp models, not {type(seg.model).__name__}; use export_pickle")
+        raise InputError(f"save_seg_model supports fastai DynamicUnet and smp models, not {type(seg.model).__name__}; use export_pickle")
     if cfg['framework'] == 'fastai' and not cfg.get('arch'):
         raise InputError("cannot tell the encoder architecture of this model; pass config={'arch': 'resnet34'} (its name)")
     cfg['versions'] = _versions()
     cfg['saved'] = datetime.datetime.now().isoformat(timespec='seconds')
-    validate_config(json.loads(json.dumps(cfg, default=_jsonable)))   # never write a config that load_model refuses
+    if cfg['framework'] == 'smp': cfg.update(_smp_block(cfg))   # smp.from_pretrained(run_dir) reads these
+    validate_config(json.loads(json.dumps(cfg, default=_jsonable)))   # never write a config that load_seg_model refuses
     text = json.dumps(cfg, indent=2, default=_jsonable)
     sd = {k: v.detach().cpu().clone() for k, v in seg.model.state_dict().items()}
     _atomic(run_dir/f'{name}.pth', lambda p: torch.save(sd, p))
+    if cfg['framework'] == 'smp':
+        from safetensors.torch import save_file
+        _atomic(run_dir/'model.safetensors', lambda p: save_file({k: v.contiguous() for k, v in sd.items()}, p, metadata={'format': 'pt'}))
     _atomic(run_dir/'config.json', lambda p: Path(p).write_text(text))
     return run_dir
+
+def _smp_block(cfg:dict) -> dict:
+    "smp's own config fields for an smp model: its class, constructor arguments, and no encoder download when it loads."
+    return dict(_model_class=cfg['arch'], encoder_name=cfg.get('encoder') or 'resnet34', encoder_weights=None,
+                in_channels=cfg['n_in'], classes=cfg['n_out'], activation=None, aux_params=None,
+                **{k: v for k, v in (cfg.get('model_kwargs') or {}).items() if k in _SMP_KWARGS})
 
 # %% ../nbs/21_export.ipynb #9420e7b9
 def _paths(run_dir, name='model'):
@@ -569,30 +620,53 @@ def _paths(run_dir, name='model'):
     if p.is_file() and p.suffix in ('.pth', '.pt'): return p.with_name('config.json'), p
     return p/'config.json', p/f'{name}.pth'
 
+def _from_smp(cfg:dict) -> dict:
+    """unetlearn's fields for smp's `config.json` (from `save_pretrained`): the network from smp's fields, a sigmoid head
+    for 1 class, ImageNet normalisation (smp's preprocessing for its encoders; override with `load_seg_model(config=)`)."""
+    n_in, n_out = cfg.get('in_channels', 3), cfg.get('classes', 1)
+    ok = isinstance(n_in, int) and not isinstance(n_in, bool)
+    stats = {3: (list(_IMAGENET[0]), list(_IMAGENET[1])), 1: ([sum(_IMAGENET[0])/3], [sum(_IMAGENET[1])/3])}.get(n_in if ok else 0)
+    return {**cfg, 'format': MODEL_FORMAT, 'version': 1, 'framework': 'smp', 'arch': cfg.get('_model_class'),
+            'encoder': cfg.get('encoder_name', 'resnet34'), 'n_in': n_in, 'n_out': n_out,
+            'pretrained': str(cfg.get('encoder_weights') or 'none'), 'mean': stats[0] if stats else None, 'std': stats[1] if stats else None}
+
+_IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
 def read_config(run_dir) -> dict:
-    "The model config in `run_dir` (a run folder or its config.json), validated (`validate_config`)."
+    "The model config in `run_dir` (a run folder or its config.json; also smp's `save_pretrained`), validated (`validate_config`)."
     p = Path(run_dir)
     cp = p if p.suffix == '.json' and not p.is_dir() else _paths(p)[0]
-    if not cp.is_file(): raise InputError(f"{cp} not found; --model must be a run folder written by unetlearn train / save_model", cp)
+    if not cp.is_file(): raise InputError(f"{cp} not found; --model must be a run folder written by unetlearn train / save_seg_model", cp)
     if cp.stat().st_size > _MAX_CONFIG_BYTES:
         raise InputError(f"{cp} is {cp.stat().st_size:,} bytes, too large for a model config (at most {_MAX_CONFIG_BYTES:,})", cp)
     try: cfg = json.loads(cp.read_bytes().decode('utf-8'))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise InputError(f"{cp} is not valid JSON ({type(e).__name__}: {str(e)[:200]}); re-save the model", cp) from None
+    if isinstance(cfg, dict) and 'format' not in cfg and '_model_class' in cfg: cfg = _from_smp(cfg)   # smp's save_pretrained
     if not isinstance(cfg, dict) or cfg.get('format') != MODEL_FORMAT:
         what = f"format={cfg.get('format')!r}" if isinstance(cfg, dict) else f"a JSON {type(cfg).__name__}, not an object"
-        raise InputError(f"{cp} is not a unetlearn model config ({what})", cp)
+        raise InputError(f"{cp} is not a unetlearn model config ({what}) nor one written by smp's save_pretrained", cp)
     cfg = validate_config(cfg, cp)
     if cfg.get('version', 1) > MODEL_FORMAT_VERSION: raise InputError(f"{cp} has config version {cfg['version']}; upgrade unetlearn to read it", cp)
     try: return _complete(cfg)
     except InputError as e: raise InputError(f"{cp}: {e}", cp) from None
 
-def load_model(run_dir, device=None, name:str='model') -> SegModel:
-    "Rebuild the network from `config.json`, load `model.pth` with `weights_only=True`; a `SegModel` in eval mode."
+def load_seg_model(run_dir, device=None, name:str='model', config:dict|None=None) -> SegModel:
+    """Rebuild the network from `config.json`, load `model.pth` with `weights_only=True` (or smp's `model.safetensors`);
+    a `SegModel` in eval mode. `config` overrides fields (e.g. `codes`, `mean`/`std` of an smp folder)."""
     cp, wp = _paths(run_dir, name)
     cfg = read_config(cp)
-    if not wp.exists(): raise InputError(f"{wp} not found; the run folder must hold the weights beside config.json", wp)
-    try: sd = torch.load(wp, map_location='cpu', weights_only=True)
+    if config: cfg = _complete(validate_config({**cfg, **_translate(config)}))
+    st = cp.parent/'model.safetensors'
+    if not wp.exists() and st.exists(): wp = st
+    if not wp.exists():
+        raise InputError(f"{wp} not found; the run folder must hold the weights beside config.json ({name}.pth, or "
+                         "model.safetensors from smp's save_pretrained)", wp)
+    try:
+        if wp.suffix == '.safetensors':
+            from safetensors.torch import load_file
+            sd = load_file(str(wp), device='cpu')
+        else: sd = torch.load(wp, map_location='cpu', weights_only=True)
     except Exception as e: raise InputError(f"{wp} cannot be loaded as weights ({type(e).__name__}: {str(e)[:200]})", wp) from None
     model = build_model(cfg)
     try: model.load_state_dict(sd, strict=True)
@@ -600,6 +674,14 @@ def load_model(run_dir, device=None, name:str='model') -> SegModel:
         raise InputError(f"{wp} does not match the network described by {cp}: {str(e)[:400]}", wp) from None
     seg = SegModel(model, cfg).eval()
     return seg.to(device) if device is not None else seg
+
+# %% ../nbs/21_export.ipynb #da270738
+_RENAMED = {'save_model': 'save_seg_model', 'load_model': 'load_seg_model'}   # names before issue 10
+
+def __getattr__(name):
+    "Old names still import from this module (`from unetlearn.export import save_model`); `unetlearn.all` does not export them."
+    if name in _RENAMED: return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/21_export.ipynb #d86f45ba
 def export_pickle(learn, path) -> Path:
