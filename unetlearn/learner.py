@@ -5,9 +5,10 @@ chosen from the data, without touching the user's DataLoaders, and with smp arch
 
 # %% ../nbs/12_learner.ipynb #9bca832d
 from __future__ import annotations
-import json, warnings
+import collections, json, warnings
 from copy import copy
 from pathlib import Path
+import numpy as np
 import torch, torchvision
 from torch import nn
 from fastcore.basics import ifnone
@@ -16,7 +17,8 @@ from fastai.data.core import DataLoaders
 from fastai.data.transforms import Normalize
 from fastai.optimizer import Adam
 from fastai.learner import Learner
-from fastai.torch_core import params, defaults
+from fastai.torch_core import params, defaults, trainable_params, TensorMask, TensorImage
+from fastai.callback.schedule import SuggestionMethod
 from fastai.vision.core import imagenet_stats
 from fastai.vision.learner import create_body, model_meta, _default_meta
 from fastai.vision.models.unet import DynamicUnet
@@ -25,10 +27,11 @@ from .core import InputError
 from .losses import default_loss
 from .metrics import default_metrics
 from .callbacks import BNRecalibrate, DivergenceMonitor
+from .data import mask_legend
 
 # %% auto #0
 __all__ = ['parse_arch', 'pretrained_kind', 'load_encoder_weights', 'seg_splitter', 'create_seg_model', 'norm_stats',
-           'default_stats', 'with_normalize', 'unet_learner']
+           'default_stats', 'with_normalize', 'SegLearner', 'unet_learner']
 
 # %% ../nbs/12_learner.ipynb #17b64cdc
 _SMP_DEFAULT_ENCODER = 'resnet34'
@@ -44,7 +47,12 @@ def _smp_archs() -> dict:
 
 def parse_arch(arch) -> dict:
     "What `arch` names: `{'framework': 'fastai'|'smp', 'arch': name, 'encoder': smp encoder or None}`."
-    if callable(arch) and not isinstance(arch, str): return dict(framework='fastai', arch=arch.__name__, encoder=None)
+    if callable(arch) and not isinstance(arch, str):
+        name = getattr(arch, '__name__', None)
+        if name is None or getattr(torchvision.models, name, None) is None or not name.startswith('res'):
+            raise InputError(f"arch {name or arch!r} is not a torchvision ResNet function (resnet18, resnet34, ...); pass "
+                             "such a function or a name, or build the network yourself and pass it (a ready nn.Module)")
+        return dict(framework='fastai', arch=name, encoder=None)
     if not isinstance(arch, str) or not arch.strip(): raise InputError(f"arch must be a name such as 'resnet34', not {arch!r}")
     parts = arch.strip().split(':')
     if parts[0].lower() == 'smp':
@@ -194,6 +202,124 @@ def with_normalize(dls, stats) -> DataLoaders:
     new.loaders = [dl.new(after_batch=[*dl.after_batch.fs, Normalize.from_stats(*stats)]) for dl in dls.loaders]
     return new
 
+# %% ../nbs/12_learner.ipynb #cb3c068f
+_FASTAI_ONLY = ('lr_mult', 'div', 'wd', 'moms', 'div_final', 'start_epoch')
+
+class SegLearner(Learner):
+    """fastai's `Learner` whose `fine_tune`, `lr_find`, `predict`, `tta`, `show_results` and `show_worst` are right for
+    segmentation (see below); `unet_learner` returns one. Everything else is fastai's."""
+
+    def fine_tune(self, epochs:int, base_lr:float|None=None, freeze_epochs:int=1, pct_start:float=0.3, cbs=None,
+                  verbose:bool=True, **kwargs):
+        """`unetlearn.train.fine_tune`: a random encoder is never frozen and trains `epochs` epochs; a pretrained one
+        trains `freeze_epochs` frozen, then `epochs` unfrozen with `slice(lr/400, lr/4)`. `base_lr=None`: the LR rule
+        (`unetlearn.train.find_lr`)."""
+        from unetlearn.train import fine_tune, find_lr   # train builds on this module: imported when used
+        bad = sorted(kwargs)
+        if bad:
+            raise InputError(f"learn.fine_tune does not take {', '.join(bad)}: unetlearn's recipe uses slice(lr/400, lr/4) "
+                             "after the frozen stage; call fastai's own with Learner.fine_tune(learn, ...) if you want its recipe")
+        if base_lr is None:
+            lrf = find_lr(self)
+            base_lr = lrf.lr
+            if verbose: print(f"learning rate {base_lr:.2e} ({lrf.rule}) from the LR finder")
+        return fine_tune(self, epochs, float(base_lr), freeze_epochs, pct_start=pct_start, cbs=cbs, verbose=verbose)
+
+    def lr_find(self, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True, show_plot=True, suggest_funcs=(SuggestionMethod.Valley,)):
+        """fastai's `lr_find` (same arguments, same `SuggestedLRs` named tuple) plus unetlearn's rule: the tuple also
+        has `.lr` (the rule's choice), `.rule` (why) and `.find` (`unetlearn.train.LRFind`, with its figure); the plot
+        marks the rule's LR beside fastai's suggestions. `suggest_funcs=None, show_plot=False` is fastai's bare finder
+        (what `find_lr` runs)."""
+        inner = getattr(self, '_lr_find_stop_div', None)
+        if inner is not None or (suggest_funcs is None and not show_plot):   # unetlearn.train.find_lr runs fastai's finder
+            return super().lr_find(start_lr, end_lr, num_it, ifnone(inner, stop_div), show_plot, suggest_funcs)
+        from unetlearn.train import find_lr
+        self._lr_find_stop_div = stop_div
+        try: res = find_lr(self, start_lr=start_lr, end_lr=end_lr, num_it=num_it)
+        finally: self._lr_find_stop_div = None
+        if suggest_funcs is None:   # show_plot is True here
+            _show_fig(res.fig)
+            return res
+        lrs, losses = torch.tensor(self.recorder.lrs[num_it//10:-5]), torch.tensor(self.recorder.losses[num_it//10:-5])
+        bad = torch.nonzero(torch.isnan(losses.view(-1)))
+        if len(bad): lrs, losses = lrs[:int(bad.min())], losses[:int(bad.min())]
+        funcs = list(suggest_funcs) if isinstance(suggest_funcs, (list, tuple)) else [suggest_funcs]
+        nms = [getattr(f, '__name__', None) or f.func.__name__ for f in funcs]
+        vals = [f(lrs, losses, num_it) for f in funcs]
+        if show_plot:
+            import matplotlib.pyplot as plt
+            self.recorder.plot_lr_find(suggestions=[p for _, p in vals], nms=nms)
+            ax = plt.gca()
+            ax.axvline(res.lr, c='k', ls='--', lw=1, label=f'unetlearn rule {res.lr:.1e}')
+            ax.legend(loc='best')
+        return _suggested_lrs(nms, [v for v, _ in vals], res)
+
+    def predict(self, item, rm_type_tfms=None, with_input:bool=False, tta='none', threshold:float|None=None):
+        """`(mask, labels, probs)` for one image (path, PIL image or array) at its ORIGINAL size: `mask` a `TensorMask`
+        and `labels` a `LongTensor` of class indices `[H, W]`, `probs` `[n_out, H, W]` (sigmoid or softmax), as
+        `unetlearn.inference.predict_proba` computes them (`tta`: 'none' | 'flip' | 'hv' | 'd4', flips undone);
+        `with_input=True` puts the image `[C, H, W]` (uint8) first. `rm_type_tfms` is accepted for fastai's signature."""
+        from unetlearn.inference import predict_proba
+        from unetlearn.export import as_seg_model
+        seg = as_seg_model(self)
+        a = seg.read(item)
+        probs = torch.from_numpy(predict_proba(seg, a, tta=tta))
+        labels = seg.decode(probs, threshold).long()
+        res = (TensorMask(labels.clone()), labels, probs)
+        return (TensorImage(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)),) + res if with_input else res
+
+    def tta(self, ds_idx:int=1, dl=None, n:int|None=None, item_tfms=None, batch_tfms=None, beta:float|None=None,
+            use_max:bool=False, mode='flip'):
+        """`(probs, targets)` over a dataset with test-time augmentation whose flips are undone before averaging:
+        the dihedral views of `mode` ('flip', 'hv', 'd4' or indices; the first `n` if given), each prediction mapped
+        back, then averaged (`use_max`: maximum; `beta`: fastai's mix of the plain prediction and the average of the others)."""
+        from unetlearn.inference import tta_transforms, dihedral
+        from unetlearn.export import as_seg_model, _train_off
+        if dl is None: dl = self.dls[ds_idx].new(shuffled=False, drop_last=False)
+        if item_tfms is not None or batch_tfms is not None: dl = dl.new(after_item=item_tfms, after_batch=batch_tfms)
+        ks = tta_transforms(mode)[:n] if n else tta_transforms(mode)
+        if beta is not None and (ks[0] != 0 or len(ks) < 2): raise InputError("beta needs the plain view (0) and at least one flip")
+        seg, preds, targs = as_seg_model(self), [], []
+        with _train_off(self.model), torch.no_grad():
+            for b in dl:
+                xb = b[0]
+                views = torch.stack([dihedral(seg.activation(seg(dihedral(xb, k)).float()), k, inverse=True) for k in ks])
+                if use_max: p = views.max(0)[0]
+                elif beta is not None: p = torch.lerp(views[1:].mean(0), views[0], beta)
+                else: p = views.mean(0)
+                preds.append(p.cpu())
+                if len(b) > 1: targs.append(torch.as_tensor(b[1]).as_subclass(torch.Tensor).cpu())
+        return torch.cat(preds), (torch.cat(targs) if targs else None)
+
+    def show_results(self, ds_idx:int=1, dl=None, max_n:int=9, shuffle:bool=True, legend:bool=True, **kwargs):
+        "fastai's `show_results` (target and prediction drawn on the image), with a legend naming the classes' colours."
+        super().show_results(ds_idx=ds_idx, dl=dl, max_n=max_n, shuffle=shuffle, **kwargs)
+        if legend:
+            import matplotlib.pyplot as plt
+            c = self.unet_config
+            mask_legend(plt.gcf(), c['codes'], ignore_index=c.get('ignore_index'))
+
+    def show_worst(self, k:int=4, ds_idx:int=1, dl=None, **kwargs):
+        "The `k` validation images with the lowest Dice: image, truth and prediction (see `SegmentationInterpretation`)."
+        from unetlearn.inference import SegmentationInterpretation
+        return SegmentationInterpretation.from_learner(self, ds_idx=ds_idx, dl=dl).plot_top_losses(k, **kwargs)
+
+def _show_fig(fig):
+    "Display a matplotlib `Figure` made without pyplot (in a notebook; nothing elsewhere)."
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+        if get_ipython() is not None: display(fig)
+    except ImportError: pass
+
+def _suggested_lrs(nms, vals, res):
+    "fastai's `SuggestedLRs` named tuple (fields `nms`) that also carries `.lr`, `.rule` and `.find` from `res`."
+    base = collections.namedtuple('SuggestedLRs', nms)
+    cls = type('SuggestedLRs', (base,), {'__repr__': lambda s: f"{base.__repr__(s)[:-1]}; unetlearn rule: {s.lr:.2e})"})
+    out = cls(*vals)
+    out.lr, out.rule, out.find = res.lr, res.rule, res
+    return out
+
 # %% ../nbs/12_learner.ipynb #6e681b7a
 def _codes_of(dls):
     codes = getattr(dls, 'codes', None)
@@ -237,14 +363,67 @@ def _jsonable_kwargs(kw:dict) -> dict:
     return out
 
 # %% ../nbs/12_learner.ipynb #c461f769
+def _is_smp_model(m) -> bool:
+    try: from segmentation_models_pytorch.base import SegmentationModel
+    except ImportError: return False
+    return isinstance(m, SegmentationModel)
+
+_SMP_CORE = ('encoder_name', 'encoder_weights', 'in_channels', 'classes', 'activation', 'aux_params')
+
+def _describe_model(model:nn.Module) -> dict:
+    "Framework, arch, encoder, n_in, model_kwargs and pretrained-ness of a ready network (smp's `model.config` when it has one)."
+    first = next((c for c in model.modules() if isinstance(c, nn.Conv2d)), None)
+    d = dict(framework=None, arch=type(model).__name__, encoder=None, n_in=getattr(first, 'in_channels', None),
+             self_attention=False, model_kwargs={}, pretrained='none')
+    if _is_smp_model(model):
+        cfg = dict(getattr(model, 'config', None) or {})
+        if cfg.get('activation') is not None:
+            raise InputError(f"this smp model has activation={cfg['activation']!r}: unet_learner's losses and metrics take raw "
+                             "logits; create it with activation=None")
+        if cfg.get('aux_params') is not None:
+            raise InputError("this smp model has a classification head (aux_params): it returns (mask, label) pairs; "
+                             "create it with aux_params=None")
+        name = getattr(model, 'name', '') or ''
+        d.update(framework='smp', encoder=cfg.get('encoder_name') or (name.split('-', 1)[1] if '-' in name else None),
+                 n_in=cfg.get('in_channels', d['n_in']), pretrained='imagenet' if cfg.get('encoder_weights') else 'none',
+                 model_kwargs=_jsonable_kwargs({k: v for k, v in cfg.items() if k not in _SMP_CORE and not k.startswith('_')}))
+    elif isinstance(model, DynamicUnet):
+        from unetlearn.export import _describe_dynamic_unet   # export builds on this module: imported when used
+        d.update({k: v for k, v in _describe_dynamic_unet(model).items() if k != 'n_out'})
+        if d['arch'] is None: d['arch'] = 'DynamicUnet'
+    return d
+
+def _out_channels(model:nn.Module, xb) -> int:
+    "Channels of `model`'s output for one image of `xb`; `InputError` unless it is `[1, C, H, W]` at the input's size."
+    was = model.training
+    dev = next(model.parameters()).device
+    x = xb[:1].as_subclass(torch.Tensor).to(dev)
+    try:
+        model.eval()
+        with torch.no_grad(): y = model(x)
+    except Exception as e:
+        raise InputError(f"the model fails on a batch of these DataLoaders ({tuple(x.shape)}): {type(e).__name__}: {str(e)[:200]}; "
+                         "it must take [B, n_in, H, W] images") from None
+    finally: model.train(was)
+    if not isinstance(y, torch.Tensor) or y.ndim != 4 or tuple(y.shape[-2:]) != tuple(x.shape[-2:]):
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise InputError(f"unet_learner needs a model that maps [B, n_in, H, W] images to [B, n_out, H, W] logits; this one "
+                         f"maps {tuple(x.shape)} to {got}")
+    return int(y.shape[1])
+
+def _model_splitter(model:nn.Module, d:dict):
+    if d['framework'] == 'smp': return _smp_split
+    fn = getattr(torchvision.models, d['arch'] or '', None) if d['framework'] == 'fastai' else None
+    if fn is not None and fn in model_meta: return model_meta[fn]['split']
+    return trainable_params
+
 def unet_learner(dls, arch='resnet34', normalize:bool=True, n_out:int=None, pretrained='imagenet', weights=None, config:dict=None,
                  loss_func=None, opt_func=Adam, lr=defaults.lr, splitter=None, cbs=None, metrics=None, path=None,
                  model_dir='models', wd=None, wd_bn_bias:bool=False, train_bn:bool=True, moms=(0.95, 0.85, 0.95),
                  n_in:int=None, binary:str='sigmoid', ignore_index='auto', self_attention:bool=True, cut=None, bn_batches:int=20,
-                 **kwargs) -> Learner:
-    "fastai-compatible U-Net Learner: head, loss, metrics and normalisation from the data; `dls` is not modified."
+                 **kwargs) -> SegLearner:
+    "fastai-compatible U-Net `SegLearner`: head, loss, metrics and normalisation from the data; `dls` is not modified."
     if config: kwargs = {**config, **kwargs}
-    a, (kind, wpath) = parse_arch(arch), pretrained_kind(pretrained, weights)
     codes = _codes_of(dls)
     n_classes = len(codes) if codes else (get_c(dls) or None)
     ii = _ignore_of(dls, ignore_index, codes)
@@ -255,24 +434,38 @@ def unet_learner(dls, arch='resnet34', normalize:bool=True, n_out:int=None, pret
         raise InputError(f"n_in={n_in} but the DataLoaders give {xb.shape[1]}-channel images; drop n_in or change the image block "
                          "(PILImageBW gives 1 channel)")
     img_size = tuple(int(s) for s in xb.shape[-2:])
-    n_out, head = _head(n_out, n_classes, binary)
+    if isinstance(arch, nn.Module):   # a ready network (any smp model, a DynamicUnet, ...): used as it is
+        if kwargs: raise InputError(f"model arguments ({', '.join(kwargs)}) cannot change a ready model; build the model with them")
+        model, a = arch, _describe_model(arch)
+        if a['n_in'] is not None and a['n_in'] != n_in:
+            raise InputError(f"the model takes {a['n_in']}-channel images but the DataLoaders give {n_in}-channel ones; "
+                             "build the model with in_channels/n_in to match")
+        m_out = _out_channels(model, xb)
+        if n_out is not None and n_out != m_out: raise InputError(f"n_out={n_out} but the model has {m_out} output channels")
+        n_out, head = _head(m_out, n_classes, binary)
+        kind, wpath, model_kwargs, sa = a['pretrained'], None, a['model_kwargs'], a['self_attention']
+        split = _model_splitter(model, a)
+    else:
+        a, (kind, wpath) = parse_arch(arch), pretrained_kind(pretrained, weights)
+        n_out, head = _head(n_out, n_classes, binary)
+        model = create_seg_model(arch, n_out, img_size, n_in=n_in, pretrained=kind if kind != 'file' else wpath,
+                                 self_attention=self_attention, weights=weights, cut=cut, **kwargs)
+        model_kwargs, sa, split = _jsonable_kwargs(kwargs), bool(self_attention) and a['framework'] == 'fastai', seg_splitter(arch)
     if normalize: dls = with_normalize(dls, default_stats(n_in))
-    model = create_seg_model(arch, n_out, img_size, n_in=n_in, pretrained=kind if kind != 'file' else wpath,
-                             self_attention=self_attention, weights=weights, cut=cut, **kwargs)
-    learn = Learner(dls=dls, model=model, loss_func=ifnone(loss_func, default_loss(n_out, ii)), opt_func=opt_func, lr=lr,
-                    splitter=ifnone(splitter, seg_splitter(arch)),
-                    cbs=([BNRecalibrate(bn_batches)] if bn_batches else []) + [DivergenceMonitor()] + L(cbs),
-                    metrics=default_metrics(n_out, ii) if metrics is None else metrics,
-                    path=Path('.') if path is None else path, model_dir=model_dir, wd=wd, wd_bn_bias=wd_bn_bias,
-                    train_bn=train_bn, moms=moms)
+    learn = SegLearner(dls=dls, model=model, loss_func=ifnone(loss_func, default_loss(n_out, ii)), opt_func=opt_func, lr=lr,
+                       splitter=ifnone(splitter, split),
+                       cbs=([BNRecalibrate(bn_batches)] if bn_batches else []) + [DivergenceMonitor()] + L(cbs),
+                       metrics=default_metrics(n_out, ii) if metrics is None else metrics,
+                       path=Path('.') if path is None else path, model_dir=model_dir, wd=wd, wd_bn_bias=wd_bn_bias,
+                       train_bn=train_bn, moms=moms)
     if kind != 'none': learn.freeze()
     stats, sc = norm_stats(dls), getattr(dls, 'seg_config', None) or {}
-    learn.arch = a['arch'] if a['framework'] == 'fastai' else f"smp:{a['arch']}:{a['encoder']}"
+    learn.arch = a['arch'] if a['framework'] != 'smp' else f"smp:{a['arch']}:{a['encoder']}"
     learn.normalize, learn.n_out, learn.pretrained = normalize, n_out, kind
     learn.unet_config = dict(
         framework=a['framework'], arch=a['arch'], encoder=a['encoder'], n_in=n_in, n_out=n_out, head=head,
-        self_attention=bool(self_attention) and a['framework'] == 'fastai', img_size=list(img_size),
-        model_kwargs=_jsonable_kwargs(kwargs), codes=codes or [str(i) for i in range(n_classes or n_out)],
+        self_attention=sa, img_size=list(img_size),
+        model_kwargs=model_kwargs, codes=codes or [str(i) for i in range(n_classes or max(n_out, 2))],
         ignore_index=ii, threshold=0.5, mean=stats[0] if stats else None, std=stats[1] if stats else None,
         size=list(img_size), resize_method=_RESIZE.get(sc.get('resize_method'), sc.get('resize_method')), mask=sc.get('mask'),
         pretrained=kind if kind != 'file' else str(wpath))
