@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from .core import InputError, get_image_paths, is_image_path, writable_folder, write_new_file, os_reason
-from .export import SegModel, as_seg_model, load_model, read_input, _train_off
+from .export import SegModel, as_seg_model, load_seg_model, read_input, _train_off
 
 # %% auto #0
 __all__ = ['TTA_MODES', 'KAGGLE', 'model_geometry', 'tta_transforms', 'dihedral', 'tta_probs', 'predict_proba', 'predict',
            'Predictions', 'predict_files', 'ThresholdSearch', 'best_threshold', 'overlay', 'mask_edges', 'contours',
-           'show_predictions', 'stack_gif', 'submission_csv']
+           'show_predictions', 'stack_gif', 'SegmentationInterpretation', 'submission_csv']
 
 # %% ../nbs/20_inference.ipynb #10602bce
 def _ceil(n:int, m:int=32) -> int: return max(m, -(-int(n) // m) * m)
@@ -327,24 +327,25 @@ def best_threshold(probs, targets=None, metric='dice', thresholds=None) -> Thres
 def _rgb(img) -> np.ndarray:
     return read_input(img, 3) if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[-1] == 3) else img
 
-def _colours(n:int) -> np.ndarray:
-    try: from unetlearn.data import mask_colours
-    except ImportError: mask_colours = None
-    if mask_colours is not None: cols = mask_colours(n)
-    else:
-        import matplotlib
-        cols = [(0, 0, 0, 0), (1, .1, .1, 1)] if n <= 2 else [(0, 0, 0, 0)] + [matplotlib.colormaps['tab20'](i % 20) for i in range(n - 1)]
-    return (np.array(cols, dtype=np.float32) * 255)
+def _colour_list(n:int, ignore_index:int|None=None) -> list:
+    "RGBA colours (0..1) of the overlays: `unetlearn.data.mask_colours`, the background of a binary mask left clear."
+    from unetlearn.data import mask_colours
+    cols = mask_colours(n, ignore_index)
+    if n <= 2: cols[0] = (0., 0., 0., 0.)
+    return cols
+
+def _colours(n:int, ignore_index:int|None=None) -> np.ndarray:
+    return np.array(_colour_list(n, ignore_index), dtype=np.float32) * 255
 
 def _check_pair(a, m, what='mask'):
     if a.shape[:2] != m.shape[:2]:
         raise InputError(f"{what} is {m.shape[1]}x{m.shape[0]} but the image is {a.shape[1]}x{a.shape[0]}; predict at the original size")
 
-def overlay(img, mask, alpha:float=.5, n_classes:int|None=None, scale:int=1) -> Image.Image:
-    "RGB image with `mask` (class indices) blended on `img`; background (0) left as is."
+def overlay(img, mask, alpha:float=.5, n_classes:int|None=None, scale:int=1, ignore_index:int|None=None) -> Image.Image:
+    "RGB image with `mask` (class indices) blended on `img`: every class in its colour, a binary background left as is."
     a, m = _rgb(img).astype(np.float32), np.asarray(mask).astype(np.int64)
     _check_pair(a, m)
-    cols = _colours(max(int(n_classes or 0), int(m.max()) + 1, 2))
+    cols = _colours(max(int(n_classes or 0), int(m.max()) + 1, 2), ignore_index)
     c = cols[m]
     w = alpha * c[..., 3:] / 255.
     out = Image.fromarray(np.clip(a * (1 - w) + c[..., :3] * w + .5, 0, 255).astype(np.uint8))
@@ -379,8 +380,10 @@ def contours(img, mask, truth=None, colour=(255, 40, 40), truth_colour=(40, 255,
 
 # %% ../nbs/20_inference.ipynb #6a3bf42b
 def show_predictions(images, preds, truths=None, n_classes:int|None=None, titles=None, contour:bool=False,
-                     max_n:int=8, figsize=None, path=None):
-    "Figure with one row per image: image, truth (if given) and prediction overlays; saved as PNG when `path` is given."
+                     max_n:int=8, figsize=None, path=None, codes=None, ignore_index:int|None=None):
+    """Figure with one row per image: image, truth (if given) and prediction overlays, a legend of the classes when
+    `codes` are given; saved as PNG when `path` is given."""
+    if codes is not None: n_classes = max(int(n_classes or 0), len(codes))
     import matplotlib; import matplotlib.pyplot as plt
     n = min(len(images), max_n)
     cols = 2 + (truths is not None)
@@ -389,16 +392,19 @@ def show_predictions(images, preds, truths=None, n_classes:int|None=None, titles
         a = _rgb(images[i])
         panels = [('image', a)]
         if truths is not None:
-            panels.append(('truth', contours(a, truths[i], colour=(40, 255, 40)) if contour else overlay(a, truths[i], n_classes=n_classes)))
+            panels.append(('truth', contours(a, truths[i], colour=(40, 255, 40)) if contour else overlay(a, truths[i], n_classes=n_classes, ignore_index=ignore_index)))
         panels.append(('prediction', contours(a, preds[i], truth=None if truths is None else truths[i]) if contour
-                       else overlay(a, preds[i], n_classes=n_classes)))
+                       else overlay(a, preds[i], n_classes=n_classes, ignore_index=ignore_index)))
         for ax, (name, im) in zip(axs[i], panels):
             ax.imshow(im); ax.set_axis_off()
             ax.set_title(name if titles is None else f'{titles[i]}: {name}', fontsize=8)
     fig.tight_layout()
+    if codes is not None and not contour:
+        from unetlearn.data import mask_legend
+        mask_legend(fig, codes, _colour_list(n_classes, ignore_index), ignore_index)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_new_file(path, lambda f: fig.savefig(f, dpi=100, format=Path(path).suffix[1:].lower() or 'png'))
+        write_new_file(path, lambda f: fig.savefig(f, dpi=100, format=Path(path).suffix[1:].lower() or 'png', bbox_inches='tight'))
     return fig
 
 def stack_gif(images, masks, path, truths=None, contour:bool=True, scale:int=1, duration:int=200) -> Path:
@@ -412,6 +418,55 @@ def stack_gif(images, masks, path, truths=None, contour:bool=True, scale:int=1, 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_new_file(path, lambda f: frames[0].save(f, format='GIF', save_all=True, append_images=frames[1:], duration=duration, loop=0))
     return path
+
+# %% ../nbs/20_inference.ipynb #b3995aea
+def _to_rgb8(x) -> np.ndarray:
+    "A decoded image tensor `[C, H, W]` (0..1 floats or 0..255) as uint8 `H x W x 3`."
+    x = torch.as_tensor(x).as_subclass(torch.Tensor).detach().float().cpu()
+    if x.is_floating_point() and x.max() <= 1.: x = x * 255
+    a = x.clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
+    return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else np.ascontiguousarray(a[..., :3])
+
+class SegmentationInterpretation:
+    """fastai's `Interpretation`, for masks: the Dice of every image of a validation set (at the DataLoaders' size), so
+    the worst can be looked at. `top_losses` ranks by `1 - Dice`; `plot_top_losses(k)` shows image, truth and prediction."""
+    def __init__(self, images:list, preds:list, targs:list, scores:torch.Tensor, codes:list, ignore_index:int|None=None):
+        self.images, self.preds, self.targs, self.scores = images, preds, targs, scores
+        self.codes, self.ignore_index = list(codes), ignore_index
+
+    @classmethod
+    def from_learner(cls, learn, ds_idx:int=1, dl=None, threshold:float|None=None):
+        "Predict `learn.dls[ds_idx]` (or `dl`) and score each image with `unetlearn.metrics.dice_score`."
+        from unetlearn.metrics import dice_score
+        dl = dl if dl is not None else learn.dls[ds_idx].new(shuffled=False, drop_last=False)
+        seg = as_seg_model(learn)
+        cfg = getattr(learn, 'unet_config', None) or {}
+        ii = cfg.get('ignore_index', seg.config.get('ignore_index'))
+        images, preds, targs, scores = [], [], [], []
+        with _train_off(seg), torch.no_grad():
+            for b in dl:
+                xb, yb = b[0], b[1]
+                labels = seg.decode(seg.activation(seg(xb).float()), threshold).long().cpu()
+                dec = dl.decode(b)[0]
+                y = torch.as_tensor(yb).as_subclass(torch.Tensor).long().cpu()
+                for i in range(len(labels)):
+                    images.append(_to_rgb8(dec[i])); preds.append(labels[i].numpy()); targs.append(y[i].numpy())
+                    scores.append(dice_score(labels[i][None], y[i][None], n_classes=seg.n_classes, ignore_index=ii))
+        return cls(images, preds, targs, torch.tensor(scores, dtype=torch.float64), seg.codes, ii)
+
+    def top_losses(self, k:int|None=None, largest:bool=True):
+        "`(1 - Dice, indices)` of the `k` worst images (`largest=False`: the best), as fastai's `top_losses`."
+        loss = (1 - self.scores).nan_to_num(0.)
+        return loss.topk(len(loss) if k is None else min(k, len(loss)), largest=largest)
+
+    def plot_top_losses(self, k:int=4, largest:bool=True, contour:bool=False, figsize=None, path=None):
+        "Image, truth and prediction of the `k` worst images by Dice, titled with their index and Dice, and a class legend."
+        _, idx = self.top_losses(k, largest)
+        idx = idx.tolist()
+        return show_predictions([self.images[i] for i in idx], [self.preds[i] for i in idx], [self.targs[i] for i in idx],
+                                n_classes=len(self.codes), titles=[f'#{i} dice {float(self.scores[i]):.3f}' for i in idx],
+                                contour=contour, max_n=len(idx), figsize=figsize, path=path, codes=self.codes,
+                                ignore_index=self.ignore_index)
 
 # %% ../nbs/20_inference.ipynb #599f7874
 KAGGLE = {'tgs': dict(order='F', id_col='id', rle_col='rle_mask', ids='stem'),
