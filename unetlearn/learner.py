@@ -27,7 +27,7 @@ from .core import InputError
 from .losses import default_loss
 from .metrics import default_metrics
 from .callbacks import BNRecalibrate, DivergenceMonitor
-from .data import mask_legend
+from .data import mask_legend, mask_colours, SegMaskCodes
 
 # %% auto #0
 __all__ = ['parse_arch', 'pretrained_kind', 'load_encoder_weights', 'seg_splitter', 'create_seg_model', 'norm_stats',
@@ -292,17 +292,25 @@ class SegLearner(Learner):
         return torch.cat(preds), (torch.cat(targs) if targs else None)
 
     def show_results(self, ds_idx:int=1, dl=None, max_n:int=9, shuffle:bool=True, legend:bool=True, **kwargs):
-        "fastai's `show_results` (target and prediction drawn on the image), with a legend naming the classes' colours."
+        """fastai's `show_results` (target and prediction drawn on the image) in `mask_colours`, with a legend naming the
+        classes (DataLoaders of fastai's `MaskBlock` get the same colours for RGB images; grey ones keep fastai's)."""
+        c = self.unet_config
+        codes, ii = c['codes'], c.get('ignore_index')
+        d = dl if dl is not None else self.dls[ds_idx]
+        ours = any(isinstance(t, SegMaskCodes) for t in getattr(getattr(d, 'after_item', None), 'fs', []))
+        if not ours and c['n_in'] == 3:   # fastai's AddMaskCodes draws tab20; RGB images ignore cmap/vmin/vmax
+            from matplotlib.colors import ListedColormap
+            kwargs = {'cmap': ListedColormap(mask_colours(len(codes), ii)), 'vmin': -.5, 'vmax': len(codes) - .5, **kwargs}
+            ours = True
         super().show_results(ds_idx=ds_idx, dl=dl, max_n=max_n, shuffle=shuffle, **kwargs)
-        if legend:
+        if legend and ours:
             import matplotlib.pyplot as plt
-            c = self.unet_config
-            mask_legend(plt.gcf(), c['codes'], ignore_index=c.get('ignore_index'))
+            mask_legend(plt.gcf(), codes, ignore_index=ii)
 
     def show_worst(self, k:int=4, ds_idx:int=1, dl=None, **kwargs):
-        "The `k` validation images with the lowest Dice: image, truth and prediction (see `SegmentationInterpretation`)."
-        from unetlearn.inference import SegmentationInterpretation
-        return SegmentationInterpretation.from_learner(self, ds_idx=ds_idx, dl=dl).plot_top_losses(k, **kwargs)
+        "The `k` validation images with the lowest Dice: image, truth and prediction (see `SegInterpretation`)."
+        from unetlearn.inference import SegInterpretation
+        return SegInterpretation.from_learner(self, ds_idx=ds_idx, dl=dl).plot_top_losses(k, **kwargs)
 
 def _show_fig(fig):
     "Display a matplotlib `Figure` made without pyplot (in a notebook; nothing elsewhere)."
