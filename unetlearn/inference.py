@@ -17,7 +17,7 @@ from .export import SegModel, as_seg_model, load_seg_model, read_input, _train_o
 # %% auto #0
 __all__ = ['TTA_MODES', 'KAGGLE', 'model_geometry', 'tta_transforms', 'dihedral', 'tta_probs', 'predict_proba', 'predict',
            'Predictions', 'predict_files', 'ThresholdSearch', 'best_threshold', 'overlay', 'mask_edges', 'contours',
-           'show_predictions', 'stack_gif', 'SegmentationInterpretation', 'submission_csv']
+           'show_predictions', 'stack_gif', 'SegInterpretation', 'submission_csv']
 
 # %% ../nbs/20_inference.ipynb #10602bce
 def _ceil(n:int, m:int=32) -> int: return max(m, -(-int(n) // m) * m)
@@ -427,7 +427,7 @@ def _to_rgb8(x) -> np.ndarray:
     a = x.clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
     return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else np.ascontiguousarray(a[..., :3])
 
-class SegmentationInterpretation:
+class SegInterpretation:
     """fastai's `Interpretation`, for masks: the Dice of every image of a validation set (at the DataLoaders' size), so
     the worst can be looked at. `top_losses` ranks by `1 - Dice`; `plot_top_losses(k)` shows image, truth and prediction."""
     def __init__(self, images:list, preds:list, targs:list, scores:torch.Tensor, codes:list, ignore_index:int|None=None):
