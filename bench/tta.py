@@ -102,7 +102,8 @@ def main():
         d_flip = dice_score(torch.cat([(tta_probs(seg, x, 'flip')[:, 0] > .5).long() for x in xs]), targs, n_classes=2)
         d_d4 = dice_score(torch.cat([(tta_probs(seg, x, 'd4')[:, 0] > .5).long() for x in xs]), targs, n_classes=2)
     set_seed(0)
-    with quiet(): fp, ft = learn.tta(dl=dls.valid)
+    from fastai.learner import Learner
+    with quiet(): fp, ft = Learner.tta(learn, dl=dls.valid)  # fastai's own (SegLearner.tta undoes its flips)
     d_fastai = dice_score((fp.as_subclass(torch.Tensor)[:, 0] > .5).long(), ft.as_subclass(torch.Tensor).long(), n_classes=2)
     r.d['data']['train_size_dice'] = dict(none=d_none, flip=d_flip, d4=d_d4, fastai_tta=d_fastai)
     r.table(f'Dice at the training size ({size}px) with each TTA', ['prediction', 'Dice'],

@@ -40,7 +40,8 @@ def test_old_names_still_import_from_their_modules():
     "Code written before the renames keeps working through the modules (not through the star import)."
     from unetlearn.export import save_model, load_model, save_seg_model, load_seg_model
     from unetlearn.metrics import Dice, SegDice
-    from unetlearn.train import atomic_save as train_atomic_save
+    from unetlearn.train import atomic_torch_save
     assert (save_model, load_model, Dice) == (save_seg_model, load_seg_model, SegDice)
     import fastcore.xtras
-    assert _star('unetlearn.all')['atomic_save'] is fastcore.xtras.atomic_save is not train_atomic_save
+    assert _star('unetlearn.all')['atomic_save'] is fastcore.xtras.atomic_save
+    assert _star('unetlearn.all')['atomic_torch_save'] is atomic_torch_save

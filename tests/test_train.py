@@ -60,5 +60,22 @@ def test_kill_then_resume(tmp_path, shared_data):
     assert all(h['timestamp'] > t_kill for h in rows[n_done:])  # only the remaining epochs ran after the kill
     for name in ('model.pth', 'config.json', 'history.csv', 'loss.png', 'metrics.png', 'lr_schedule.png', 'predictions.png'):
         assert (out/name).exists(), name
-    from unetlearn.export import load_model
-    load_model(out)  # the final model loads without the training code
+    from unetlearn.export import load_seg_model
+    load_seg_model(out)  # the final model loads without the training code
+
+
+def test_cli_epochs_count_every_epoch(tmp_path, shared_data):
+    "`unetlearn train --epochs 3 --freeze-epochs 1` with a pretrained encoder trains 3 epochs: 1 frozen, then 2."
+    import torch, torchvision
+    weights = tmp_path/'resnet18.pth'
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)  # a local 'pretrained' file, no download
+    isbi, out = shared_data/'isbi2012_em', tmp_path/'run'
+    cmd = [sys.executable, '-m', 'unetlearn', 'train', '--images', str(isbi/'image'), '--masks', str(isbi/'label'),
+           '--foreground', '0', '--size', '32', '--bs', '4', '--arch', 'resnet18', '--pretrained', str(weights),
+           '--epochs', '3', '--freeze-epochs', '1', '--lr', '1e-3', '--out', str(out)]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = json.loads((out/'metrics.json').read_text())
+    assert [h['stage_name'] for h in m['history']] == ['frozen', 'unfrozen', 'unfrozen']
+    assert m['best']['epoch'] >= 1 and m['last']['epoch'] == 2  # the frozen warm-up epoch is never crowned
+    assert 'saved the weights of epoch' in r.stdout and 'last epoch 2' in r.stdout

@@ -17,8 +17,4 @@ from .learner import *
 from .distributed import *
 from .inference import *
 from .export import *
-from . import train as _train
-# unetlearn.train's checkpoint writer `atomic_save` has fastcore's name: it stays importable from unetlearn.train
-# but is not exported here, so `with atomic_save(...)` keeps working after the star import.
-_NOT_EXPORTED = {'atomic_save'}
-globals().update({_n: getattr(_train, _n) for _n in _train.__all__ if _n not in _NOT_EXPORTED})
+from .train import *

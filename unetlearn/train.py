@@ -18,18 +18,18 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.schedule import ParamScheduler, combined_cos, valley, slide, minimum, steep
 from fastai.callback.tracker import TrackerCallback
 from fastai.callback.fp16 import MixedPrecision
-from fastai.learner import Recorder
+from fastai.learner import Learner, Recorder
 from fastai.torch_core import to_float, set_seed
 from .core import InputError
 from .distributed import init_distributed, is_main, barrier, broadcast, run_on_main, distributed_context
 from .learner import unet_learner, with_normalize, norm_stats
 
 # %% auto #0
-__all__ = ['choose_precision', 'AutocastCPU', 'set_precision', 'LRFind', 'find_lr', 'atomic_save', 'TrainHistory',
-           'BestModelCallback', 'EarlyStop', 'StopOnNaN', 'LastCheckpoint', 'read_checkpoint', 'load_checkpoint',
-           'Stage', 'fine_tune_plan', 'encoder_is_pretrained', 'fit_one_cycle_from', 'run_plan', 'fine_tune',
-           'fit_progressive', 'plot_loss', 'plot_metrics', 'plot_lr_schedule', 'plot_predictions', 'RunResult',
-           'train_run']
+__all__ = ['LR_DIV', 'choose_precision', 'AutocastCPU', 'set_precision', 'LRFind', 'lr_rule', 'find_lr', 'atomic_torch_save',
+           'TrainHistory', 'BestModelCallback', 'EarlyStop', 'StopOnNaN', 'LastCheckpoint', 'read_checkpoint',
+           'load_checkpoint', 'Stage', 'fine_tune_plan', 'encoder_is_pretrained', 'fit_one_cycle_from', 'run_plan',
+           'fine_tune', 'fit_progressive', 'plot_loss', 'plot_metrics', 'plot_lr_schedule', 'plot_predictions',
+           'RunResult', 'train_run']
 
 # %% ../nbs/13_train.ipynb #d9ddeb55
 _OFF, _ON = ('off', 'fp32', 'false', 'no', 'none', '0'), ('on', 'true', 'yes', '1')
@@ -99,52 +99,69 @@ class LRFind:
     rule: str
     def __repr__(self): return f"LRFind(lr={self.lr:.2e}, {', '.join(f'{k}={v:.2e}' for k, v in self.suggestions.items())})"
 
-def _lr_figure(lrs, losses, suggestions, points, lr) -> mfig.Figure:
+def _lr_figure(lrs, losses, marks:dict, lr) -> mfig.Figure:
+    "The loss curve, each suggestion marked on it (label = its value), the chosen rate as a dashed line."
     fig = mfig.Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     ax.plot(lrs, losses)
-    for (nm, (x, y)), c in zip(points.items(), ['C1', 'C2', 'C3', 'C4']): ax.plot(x, y, 'o', c=c, label=f'{nm} {suggestions[nm]:.1e}')
+    ll = np.log10(lrs)
+    for (nm, v), c in zip(marks.items(), ['C1', 'C2', 'C3', 'C4', 'C5']):
+        ax.plot(v, np.interp(math.log10(v), ll, losses), 'o', c=c, label=f'{nm} {v:.1e}')  # marker at the value the label says
     ax.axvline(lr, c='k', ls='--', lw=1, label=f'chosen {lr:.1e}')
     ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss (smoothed)'); ax.legend(loc='best')
     ax.set_title('LR finder')
     fig.tight_layout()
     return fig
 
-def find_lr(learn, start_lr:float=1e-7, end_lr:float=10, num_it:int=100, save=None, clamp=(1e-5, 1e-1)) -> LRFind:
-    "`learn.lr_find`, then a learning rate by the documented rule, all suggestions and the figure (PNG to `save`)."
+LR_DIV = 3.  # the rule: the LR at the lowest smoothed loss, divided by this (see the benchmark above)
+
+def lr_rule(lrs, losses, num_it:int=100, div:float=LR_DIV) -> tuple:
+    "unetlearn's LR rule on an LR-finder curve: `(lr, why)`, the LR of the lowest smoothed loss divided by `div`."
+    lrs, losses = torch.as_tensor(lrs, dtype=torch.float64), torch.as_tensor(losses, dtype=torch.float64)
+    lo, hi = num_it//10, len(lrs) - 5  # fastai's window: skip the first tenth and the last 5 points
+    lrs, losses = lrs[lo:hi], losses[lo:hi]
+    ok = torch.isfinite(losses)
+    if ok.sum() < 3: return 1e-3, 'default 1e-3 (the loss curve was too short)'
+    lrs, losses = lrs[ok], losses[ok]
+    i = int(losses.argmin())
+    return float(lrs[i])/div, f"lowest loss at {float(lrs[i]):.1e}, divided by {div:g}"
+
+def find_lr(learn, start_lr:float=1e-7, end_lr:float=10, num_it:int=100, save=None, clamp=(1e-4, 1e-2), rule:str='auto') -> LRFind:
+    "fastai's LR finder, then a learning rate by `rule` ('auto': `lr_rule`; or one of fastai's suggestions), all suggestions and the figure (PNG to `save`)."
+    if rule != 'auto' and rule not in _SUGGEST: raise InputError(f"rule must be 'auto' or one of {', '.join(_SUGGEST)}, not {rule!r}")
     mdir = Path(learn.path)/learn.model_dir
     made = not mdir.exists()
     with learn.removed_cbs([c for c in learn.cbs if getattr(c, '_skip_lr_find', False)]):
-        learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, show_plot=False, suggest_funcs=None)
+        Learner.lr_find(learn, start_lr=start_lr, end_lr=end_lr, num_it=num_it, show_plot=False, suggest_funcs=None)
     if made and mdir.is_dir() and not any(mdir.iterdir()): mdir.rmdir()  # fastai leaves an empty models/ behind
     all_lrs = [float(v) for v in learn.recorder.lrs]
     all_losses = [float(v) for v in learn.recorder.losses]
-    lo, hi = num_it//10, -5  # fastai's window for suggestions
-    lrs, losses = torch.tensor(all_lrs[lo:hi]), torch.tensor(all_losses[lo:hi])
+    lrs, losses = torch.tensor(all_lrs[num_it//10:-5]), torch.tensor(all_losses[num_it//10:-5])
     bad = torch.nonzero(~torch.isfinite(losses))
     if len(bad): lrs, losses = lrs[:int(bad[0])], losses[:int(bad[0])]
-    sugg, pts = {}, {}
+    sugg = {}
     for nm, f in _SUGGEST.items():
         try:
-            v, pt = f(lrs, losses, num_it)
-            if math.isfinite(v): sugg[nm], pts[nm] = float(v), (float(pt[0]), float(pt[1]))
+            v, _ = f(lrs, losses, num_it)
+            if math.isfinite(v): sugg[nm] = float(v)
         except Exception: pass  # too few points for this method
-    if 'valley' in sugg: lr, rule = sugg['valley'], 'valley'
-    elif 'minimum' in sugg: lr, rule = sugg['minimum'], 'minimum/10 (no valley)'
-    else: lr, rule = 1e-3, 'default 1e-3 (the loss curve was too short)'
+    if rule == 'auto': lr, why = lr_rule(all_lrs, all_losses, num_it)
+    elif rule in sugg: lr, why = sugg[rule], f"fastai's {rule}"
+    else: lr, why = 1e-3, f"default 1e-3 (no {rule} suggestion on this curve)"
     if clamp:
         c = min(max(lr, clamp[0]), clamp[1])
-        if c != lr: rule += f', clamped to {c:.0e}'
+        if c != lr: why += f", clamped to {c:.0e}"
         lr = c
-    fig = _lr_figure(all_lrs[:hi] or all_lrs, all_losses[:hi] or all_losses, sugg, pts, lr)
+    marks = dict(sugg, **({'unetlearn': lr} if rule == 'auto' else {}))
+    fig = _lr_figure(all_lrs[:-5] or all_lrs, all_losses[:-5] or all_losses, marks, lr)
     if save is not None:
         Path(save).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(save, dpi=100)
-    return LRFind(lr, sugg, fig, all_lrs, all_losses, rule)
+    return LRFind(lr, sugg, fig, all_lrs, all_losses, why)
 
 # %% ../nbs/13_train.ipynb #b16f8d3b
-def atomic_save(obj, path) -> Path:
-    "`torch.save(obj)` to a temporary file beside `path`, fsync, then `os.replace`: `path` is never half-written."
+def atomic_torch_save(obj, path) -> Path:
+    "`torch.save(obj)` to a temporary file beside `path`, fsync, then `os.replace`: `path` is never half-written (not fastcore's `atomic_save`, a context manager for text)."
     path = Path(path)
     if not is_main(): return path  # like fastai's save_model: under a launcher only rank 0 writes
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,20 +243,27 @@ class _Tracker(_TrainedEpochs, TrackerCallback):
     def load_state(self, s): self.best, self.best_epoch = s['best'], s['best_epoch']
 
 class BestModelCallback(_Tracker):
-    "Save weights (`state_dict`, atomically) when `monitor` improves; reload the best at the end of `fit` if `load_best`."
+    """Save weights (`state_dict`, atomically) when `monitor` improves; reload the best at the end of `fit` if `load_best`.
+    Epochs before `min_epoch` (the warm-up) and epochs with a loss spike or NaN (`DivergenceMonitor`) cannot be the best."""
     order = TrackerCallback.order + 1
-    def __init__(self, fname='best.pth', monitor='valid_loss', comp=None, min_delta=0., load_best:bool=True, verbose:bool=True):
+    def __init__(self, fname='best.pth', monitor='valid_loss', comp=None, min_delta=0., load_best:bool=True, verbose:bool=True,
+                 min_epoch:int=0):
         super().__init__(monitor, comp, min_delta)
-        self.fname, self.load_best, self.verbose = fname, load_best, verbose
+        self.fname, self.load_best, self.verbose, self.min_epoch = fname, load_best, verbose, min_epoch
     @property
     def path(self) -> Path:
         p = Path(self.fname)
         return p if p.is_absolute() or p.parent != Path('.') else self.learn.path/self.learn.model_dir/p
+    def eligible(self) -> bool:
+        "Whether the epoch that just trained may be crowned: past the warm-up and without a loss spike."
+        dm = getattr(self.learn, 'divergence_monitor', None)
+        return self._epoch_no() >= self.min_epoch and not (dm is not None and dm.last_epoch_bad)
     def after_epoch(self):
-        super().after_epoch()
+        if self.trained_epoch and not self.eligible(): self.new_best = False
+        else: super().after_epoch()
         if self.new_best:
             self.best_epoch = self._epoch_no()
-            atomic_save({k: v.detach().cpu().clone() for k, v in self.learn.model.state_dict().items()}, self.path)
+            atomic_torch_save({k: v.detach().cpu().clone() for k, v in self.learn.model.state_dict().items()}, self.path)
             if self.verbose: print(f"best {self.monitor} so far: {float(self.best):.4f} at epoch {self.best_epoch}, saved to {self.path}")
     def load(self) -> bool:
         "Load the best weights into the model (if a file was saved); returns whether it did."
@@ -295,7 +319,7 @@ class LastCheckpoint(_TrainedEpochs, Callback):
         st = getattr(self.learn, 'run_state', None) or {}
         trackers = {type(c).__name__: c.state() for c in self.learn.cbs if isinstance(c, _Tracker)}
         h = getattr(self.learn, 'train_history', None)
-        atomic_save(dict(format='unetlearn.checkpoint', version=1,
+        atomic_torch_save(dict(format='unetlearn.checkpoint', version=1,
                          model={k: v.detach().cpu().clone() for k, v in self.learn.model.state_dict().items()},
                          opt=_plain(self.learn.opt.state_dict()), stage=st.get('stage', 0),
                          epoch=st.get('offset', 0) + self.epoch, settings=_plain(st.get('settings')),
@@ -340,17 +364,18 @@ class Stage:
                 f"pct_start {self.pct_start}" + (f", size {self.size}" if self.size is not None else ''))
 
 def fine_tune_plan(epochs:int=5, lr:float=1e-3, freeze_epochs:int=1, pretrained:bool=True, sizes=None,
-                   pct_start:float=0.3, body_div:float=400, head_div:float=4) -> list:
-    "The stages of the fine-tune recipe (see above); `sizes` for progressive resizing, e.g. `[64, 128]`."
+                   pct_start:float=0.3, body_div:float=400, head_div:float=4, total:bool=False) -> list:
+    "The stages of the fine-tune recipe (see above); `sizes` for progressive resizing; `total`: `epochs` includes the frozen ones."
     sizes = list(sizes) if sizes else [None]
     disc = [lr/body_div, lr/head_div]
     plan = []
     for i, s in enumerate(sizes):
         tag = '' if s is None or len(sizes) == 1 else f' @{s}'
         if i == 0 and pretrained:
-            plan.append(Stage('frozen' + tag, freeze_epochs, lr, True, s, 0.99))
-            plan.append(Stage('unfrozen' + tag, epochs, disc, False, s, pct_start))
-        elif i == 0: plan.append(Stage('all layers, random encoder' + tag, freeze_epochs + epochs, lr, False, s, pct_start))
+            fz = min(freeze_epochs, epochs) if total else freeze_epochs
+            plan.append(Stage('frozen' + tag, fz, lr, True, s, 0.99))
+            plan.append(Stage('unfrozen' + tag, epochs - fz if total else epochs, disc, False, s, pct_start))
+        elif i == 0: plan.append(Stage('all layers, random encoder' + tag, epochs, lr, False, s, pct_start))
         else: plan.append(Stage('resized' + tag, epochs, disc if pretrained else lr/head_div, False, s, pct_start))
     return [st for st in plan if st.epochs > 0]
 
@@ -654,7 +679,10 @@ def train_run(data, out='run', arch='resnet34', pretrained='imagenet', loss=None
     lr = float(lr_info['lr'])
     settings.update(lr_info)
     plan = fine_tune_plan(epochs, lr, freeze_epochs, encoder_is_pretrained(learn), sizes=sizes if progressive else None,
-                          pct_start=pct_start)
+                          pct_start=pct_start, total=True)
+    total = sum(st.epochs for st in plan)
+    bm = _cb(learn, BestModelCallback)
+    bm.min_epoch = min(total - 1, max(1, int(total*pct_start))) if total > 1 else 0  # the warm-up cannot crown the best
     learn.run_state = dict(settings=settings)
     if ck is not None:
         load_checkpoint(learn, ck)
@@ -665,19 +693,25 @@ def train_run(data, out='run', arch='resnet34', pretrained='imagenet', loss=None
             if start[0] >= len(plan): print(f"resuming {out}: the run had finished; writing its outputs again")
             else: print(f"resuming {out}: stage {start[0]+1}/{len(plan)}, epoch {start[1]+1}/{plan[start[0]].epochs} "
                         f"(the checkpoint holds {ck['epoch']+1} finished epoch(s) of stage {ck['stage']+1})")
-    bm = _cb(learn, BestModelCallback)
     with distributed_context(learn):  # a no-op unless launched with several processes
         run_plan(learn, plan, data=data, start=start, opt_state=opt_state, verbose=verbose)
         barrier()
-        if not bm.path.exists():
+        rows = learn.train_history.rows
+        if not rows:
             raise InputError(f"training stopped before any epoch finished ({learn.stop_reason}); nothing was saved in {out}")
+        if not bm.path.exists():  # no epoch qualified (all in the warm-up or spiked): keep the last one
+            atomic_torch_save({k: v.detach().cpu().clone() for k, v in learn.model.state_dict().items()}, bm.path)
+            bm.best, bm.best_epoch = rows[-1].get(monitor), len(rows) - 1
         bm.load()
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             vals = learn.validate()
     final = {n: _num(v) for n, v in zip(['valid_loss'] + [m.name for m in learn.metrics], vals)}
-    rows = learn.train_history.rows
-    report = dict(final=final, best=dict(monitor=monitor, value=_num(bm.best), epoch=bm.best_epoch), history=rows,
+    last = dict(epoch=len(rows) - 1, **{k: rows[-1].get(k) for k in ['valid_loss', *_metric_names(rows)]})
+    dm = getattr(learn, 'divergence_monitor', None)
+    warns = (dm.warnings(lr) if dm is not None else []) + _collapse_warning(rows, monitor, bm, lr)
+    report = dict(final=final, best=dict(monitor=monitor, value=_num(bm.best), epoch=bm.best_epoch), last=last, warnings=warns,
+                  history=rows,
                   **lr_info, precision=precision, plan=[asdict(s) for s in plan], stopped=learn.stop_reason,
                   resumed_from=None if ck is None else dict(stage=ck['stage'], epoch=ck['epoch']),
                   epochs_run=len(rows), time_s=round(time.time() - t0, 1), settings=settings)
@@ -687,15 +721,26 @@ def train_run(data, out='run', arch='resnet34', pretrained='imagenet', loss=None
 
 _LR_KEYS = ('lr', 'lr_rule', 'lr_suggestions')
 
+def _collapse_warning(rows, monitor, bm, lr) -> list:
+    "A warning when the monitored value at the last epoch is far worse than at the best epoch."
+    v, b = rows[-1].get(monitor), _num(bm.best)
+    if v is None or b is None or bm.best_epoch is None or bm.best_epoch == len(rows) - 1: return []
+    higher = bm.comp is np.greater
+    if (b - v if higher else v - b) <= (0.05 if higher else 0.2*abs(b)): return []
+    return [f"{monitor} fell from {b:.4f} (epoch {bm.best_epoch}) to {v:.4f} at the last epoch: training went off course; the "
+            f"saved model is epoch {bm.best_epoch}'s. Try a lower learning rate (e.g. --lr {lr/3:.1e}) or more data"]
+
 def _write_run(learn, out, report, n_preview, verbose):
     "Everything `train_run` writes into the run folder (the main process only, under a launcher)."
-    from unetlearn.export import save_model
-    save_model(learn, out, config={k: v for k, v in learn.unet_config.items() if v is not None or k not in ('resize_method', 'mask')})
+    from unetlearn.export import save_seg_model
+    save_seg_model(learn, out, config={k: v for k, v in learn.unet_config.items() if v is not None or k not in ('resize_method', 'mask')})
     (out/'metrics.json').write_text(json.dumps(_json_clean(report), indent=2))
     _write_csv(report['history'], out/'history.csv')
     plot_loss(learn, save=out/'loss.png'); plot_metrics(learn, save=out/'metrics.png')
     plot_lr_schedule(learn, save=out/'lr_schedule.png'); plot_predictions(learn, n=n_preview, save=out/'predictions.png')
     if verbose:
-        b = report['best']
-        print(f"run folder {out}: best {b['monitor']} {float(b['value']):.4f} at epoch {b['epoch']}")
-        print('final validation: ' + ', '.join(f'{k} {v:.4f}' for k, v in report['final'].items()))
+        b, l = report['best'], report['last']
+        print(f"run folder {out}: saved the weights of epoch {b['epoch']} (best {b['monitor']}); last epoch {l['epoch']}: "
+              + ', '.join(f'{k} {v:.4f}' for k, v in l.items() if k != 'epoch' and isinstance(v, float)))
+        print(f"saved model (epoch {b['epoch']}) validation: " + ', '.join(f'{k} {v:.4f}' for k, v in report['final'].items()))
+        for w in report['warnings']: print(f"warning: {w}")
