@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT/'bench'/'results'
-SCRIPTS = ['overhead', 'data_pipeline', 'quality', 'tta', 'memory', 'gpu']  # run and report order
+SCRIPTS = ['overhead', 'data_pipeline', 'quality', 'lr_rule', 'default_run', 'tta', 'memory', 'gpu']  # run and report order
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # `python bench/x.py` from a clone works without install
 
 warnings.filterwarnings('ignore', category=FutureWarning)
@@ -31,6 +31,8 @@ def dataset(name:str) -> dict | None:
         return dict(images=d/'image', masks=d/'label', foreground=0, mask_mode='binary', codes=['cell', 'membrane'])
     if name == 'camvid_tiny' and (d/'images').is_dir():
         return dict(images=d/'images', masks=d/'labels', pattern='{stem}_P{suffix}', codes=d/'codes.txt')
+    if name == 'camvid_segnet_val' and (d/'images').is_dir():
+        return dict(images=d/'images', masks=d/'labels', pattern='{stem}{suffix}', codes=d/'codes.txt')
     return None
 
 

@@ -13,8 +13,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from _common import SCRIPTS as ORDER, md_table, fmt, verdict  # noqa: E402
 
-HEADINGS = {'overhead': '1. Framework overhead', 'data_pipeline': '2. Data pipeline', 'quality': '3. Quality per CPU budget',
-            'tta': '4. TTA cost', 'memory': '5. Peak memory', 'gpu': '6. GPU throughput and mixed precision'}
+HEADINGS = {'overhead': '1. Framework overhead', 'data_pipeline': '2. Data pipeline', 'quality': '3. Quality at the same epochs', 'lr_rule': '4. The learning-rate rule',
+            'default_run': '5. The default run', 'tta': '6. TTA cost', 'memory': '7. Peak memory',
+            'gpu': '8. GPU throughput and mixed precision'}
 NUM = {n: f'{i + 1}.' for i, n in enumerate(ORDER)}
 
 

@@ -7,7 +7,7 @@ sys.path.insert(0, str(ROOT/'bench'))
 with warnings.catch_warnings():  # _common silences warnings for benchmark output; keep them for the tests
     from _common import SCRIPTS  # noqa: E402  the list run_all.py and report.py use
 
-NEEDS_DATA = {'data_pipeline', 'quality', 'tta', 'memory'}
+NEEDS_DATA = {'data_pipeline', 'quality', 'lr_rule', 'tta', 'memory'}
 
 
 @pytest.mark.parametrize('name', SCRIPTS)
