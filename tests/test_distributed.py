@@ -142,7 +142,7 @@ def test_python_api_two_processes(launched):
     assert r1['writes'] == [], f"rank 1 wrote into the run folder: {r1['writes'][:10]}"
     w0 = [p for _, p in r0['writes']]
     assert any(p.endswith('model.pth') for p in w0) and any(p.endswith('metrics.json') for p in w0)
-    assert [p.name for p in (tmp_path/'cache'/'samples').iterdir() if not p.name.startswith('.')] == ['brain_mri-v1']
+    assert [p.name for p in (tmp_path/'cache'/'samples').iterdir() if not p.name.startswith('.')] == ['brain_mri-v2']
     # only rank 0 printed progress and results
     out0, out1 = (tmp_path/'stdout0.txt').read_text(), (tmp_path/'stdout1.txt').read_text()
     assert 'train_loss' in out0 and 'best ' in out0
