@@ -126,7 +126,7 @@ def lr_rule(lrs, losses, num_it:int=100, div:float=LR_DIV) -> tuple:
     i = int(losses.argmin())
     return float(lrs[i])/div, f"lowest loss at {float(lrs[i]):.1e}, divided by {div:g}"
 
-def find_lr(learn, start_lr:float=1e-7, end_lr:float=10, num_it:int=100, save=None, clamp=(1e-4, 1e-2), rule:str='auto') -> LRFind:
+def find_lr(learn, start_lr:float=1e-7, end_lr:float=10, num_it:int=100, save=None, clamp=(1e-3, 5e-3), rule:str='auto') -> LRFind:
     "fastai's LR finder, then a learning rate by `rule` ('auto': `lr_rule`; or one of fastai's suggestions), all suggestions and the figure (PNG to `save`)."
     if rule != 'auto' and rule not in _SUGGEST: raise InputError(f"rule must be 'auto' or one of {', '.join(_SUGGEST)}, not {rule!r}")
     mdir = Path(learn.path)/learn.model_dir
