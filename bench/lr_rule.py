@@ -25,6 +25,8 @@ def main():
     p.add_argument('--datasets', default='isbi2012_em,camvid_tiny,camvid_segnet_val')
     p.add_argument('--grid', default=','.join(map(str, GRID)), help='fixed learning rates, comma-separated')
     p.add_argument('--only', choices=['grid', 'rule'], default=None, help='run only the grid or only the rule')
+    p.add_argument('--loss-ablation', action='store_true', help='also: plain CE against the default CE + Dice at 1e-3 on the '
+                   'multi-class sets (same recipe otherwise)')
     p.add_argument('--cached-grid', action='store_true', help='grid runs only from the cache (bench/results/runs.jsonl): '
                    'report the seeds that were run, train none')
     a = p.parse_args()
@@ -40,7 +42,7 @@ def main():
     for name in names:
         s = setup(name, q)
         if a.only == 'grid':
-            for seed in seeds: run_one(cache, s, 'unetlearn', seed, 'finder')
+            for seed in seeds: run_one(cache, s, 'unetlearn', seed, 'finder', cached_only=a.cached_grid)
         arms = ([] if a.only == 'rule' else grid) + ([] if a.only == 'grid' else ['rule'])
         for lr in arms:
             for seed in seeds:
@@ -73,6 +75,15 @@ def main():
             if 1e-3 in dice:
                 d = dice['rule'] - dice[1e-3]
                 r.goal(f"{name}: rule's Dice - Dice at 1e-3", d, '>= 0', d >= 0, '')
+        if a.loss_ablation and name != 'isbi2012_em':
+            ce = [x for x in (run_one(cache, s, 'unetlearn', seed, 1e-3, loss='ce', cached_only=a.cached_grid) for seed in seeds) if x]
+            cd = [x for x in runs if x['dataset'] == name and x['lr'] == 1e-3 and x['loss'] == 'default']
+            runs.extend(ce)
+            r.table(f"{name}: loss, CE alone vs the default CE + Dice (lr 1e-3, {s['epochs']} epochs)",
+                    ['loss', 'Dice per seed', 'mean Dice', 'IoU', 'pixel acc'],
+                    [[lbl, ' / '.join(f"{x['dice']:.3f}" for x in xs), f"{np.mean([x['dice'] for x in xs]):.3f}",
+                      f"{np.mean([x['iou'] for x in xs]):.3f}", f"{np.mean([x['acc'] for x in xs]):.3f}"]
+                     for lbl, xs in (('CE', ce), ('CE + Dice (default)', cd)) if xs])
     r.d['data'].update(runs=runs, seeds=seeds, grid=grid)
     r.save()
 

@@ -138,8 +138,13 @@ class RunCache:
 def run_one(cache:RunCache, s, recipe:str, seed:int, lr='rule', loss:str='default', cached_only:bool=False):
     """Train one Learner and score it: recipe 'plain' (fit_one_cycle at `lr`) or 'unetlearn' (`lr` a number, or 'rule':
     `find_lr` chooses); `loss` 'default' or a `get_loss` name. Cached; `cached_only`: None instead of training."""
+    rule = {}
+    if lr == 'rule':  # the rule's own version: changing it does not invalidate the fixed-LR runs
+        import inspect
+        from unetlearn.train import LR_DIV, find_lr
+        rule = dict(rule=f"lowest loss / {LR_DIV:g}, clamp {inspect.signature(find_lr).parameters['clamp'].default}")
     key = cache.key(dataset=s['name'], recipe=recipe, seed=seed, lr=lr, loss=loss, size=list(s['size']), bs=s['bs'],
-                    quick=s['quick'], **({} if lr == 'finder' else dict(epochs=s['epochs'])))  # the finder needs no epochs
+                    quick=s['quick'], **rule, **({} if lr == 'finder' else dict(epochs=s['epochs'])))  # the finder needs no epochs
     if (hit := cache.get(key)) is not None or cached_only: return hit
     from unetlearn.train import find_lr, fine_tune
     with quiet(): learn = make_learner(recipe, s, seed)
