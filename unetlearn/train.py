@@ -23,6 +23,7 @@ from fastai.torch_core import to_float, set_seed
 from .core import InputError
 from .distributed import init_distributed, is_main, barrier, broadcast, run_on_main, distributed_context
 from .learner import unet_learner, with_normalize, norm_stats
+from .callbacks import _TrainedEpochs
 
 # %% auto #0
 __all__ = ['LR_DIV', 'choose_precision', 'AutocastCPU', 'set_precision', 'LRFind', 'lr_rule', 'find_lr', 'atomic_torch_save',
@@ -187,17 +188,16 @@ def _plain(o):
     if isinstance(o, Path): return str(o)
     return o
 
+def _cpu_state(model) -> dict:
+    "A copy of `model`'s `state_dict` on the CPU (what the checkpoint files hold)."
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
 def _num(v):
     if isinstance(v, torch.Tensor): v = v.item()
     try: return float(v)
     except (TypeError, ValueError): return v
 
 # %% ../nbs/13_train.ipynb #aac7c9ce
-class _TrainedEpochs:
-    "Mixin: `self.trained_epoch` / `self.trained_fit` say whether this epoch / fit trained (not `validate()`)."
-    def before_epoch(self): self.trained_epoch = False
-    def before_train(self): self.trained_epoch = self.trained_fit = True
-
 class TrainHistory(_TrainedEpochs, Callback):
     "Per-epoch rows (losses, metrics, stage, size, lr) and per-iteration lr/loss, kept across every `fit`."
     order, _skip_lr_find = Recorder.order + 1, True
@@ -263,7 +263,7 @@ class BestModelCallback(_Tracker):
         else: super().after_epoch()
         if self.new_best:
             self.best_epoch = self._epoch_no()
-            atomic_torch_save({k: v.detach().cpu().clone() for k, v in self.learn.model.state_dict().items()}, self.path)
+            atomic_torch_save(_cpu_state(self.learn.model), self.path)
             if self.verbose: print(f"best {self.monitor} so far: {float(self.best):.4f} at epoch {self.best_epoch}, saved to {self.path}")
     def load(self) -> bool:
         "Load the best weights into the model (if a file was saved); returns whether it did."
@@ -320,7 +320,7 @@ class LastCheckpoint(_TrainedEpochs, Callback):
         trackers = {type(c).__name__: c.state() for c in self.learn.cbs if isinstance(c, _Tracker)}
         h = getattr(self.learn, 'train_history', None)
         atomic_torch_save(dict(format='unetlearn.checkpoint', version=1,
-                         model={k: v.detach().cpu().clone() for k, v in self.learn.model.state_dict().items()},
+                         model=_cpu_state(self.learn.model),
                          opt=_plain(self.learn.opt.state_dict()), stage=st.get('stage', 0),
                          epoch=st.get('offset', 0) + self.epoch, settings=_plain(st.get('settings')),
                          history=None if h is None else h.state(), trackers=_plain(trackers)), self.path)
@@ -700,7 +700,7 @@ def train_run(data, out='run', arch='resnet34', pretrained='imagenet', loss=None
         if not rows:
             raise InputError(f"training stopped before any epoch finished ({learn.stop_reason}); nothing was saved in {out}")
         if not bm.path.exists():  # no epoch qualified (all in the warm-up or spiked): keep the last one
-            atomic_torch_save({k: v.detach().cpu().clone() for k, v in learn.model.state_dict().items()}, bm.path)
+            atomic_torch_save(_cpu_state(learn.model), bm.path)
             bm.best, bm.best_epoch = rows[-1].get(monitor), len(rows) - 1
         bm.load()
         with warnings.catch_warnings():
