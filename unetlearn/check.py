@@ -4,7 +4,8 @@
 
 # %% ../nbs/07_check.ipynb #36386801
 from __future__ import annotations
-import os, warnings
+import os, sys, warnings
+import numpy as np
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from .masks import MaskStats, MaskScan, MaskDecoder, read_codes
 from .pairs import MaskPattern, pair_files, list_images
 
 # %% auto #0
-__all__ = ['Problem', 'CheckReport', 'check_dataset']
+__all__ = ['Problem', 'CheckReport', 'check_dataset', 'show_progress', 'check_pairs']
 
 # %% ../nbs/07_check.ipynb #9841a264
 class Problem(NamedTuple):
@@ -41,6 +42,14 @@ class CheckReport:
     def ok(self) -> bool: return not self.problems
     @property
     def codes(self): return None if self.decoder is None else self.decoder.codes
+
+    def error(self) -> InputError | None:
+        "The first problem as an `InputError` naming its file and the fix, with how many more there are; None when ok."
+        if self.ok: return None
+        p, n = self.problems[0], len(self.problems)
+        more = (f" ({n - 1} more problem(s), e.g. {self.problems[1].path or 'the data set'}: {self.problems[1].problem}; "
+                "`unetlearn check` lists them all)") if n > 1 else ''
+        return InputError(f"{p.path or 'data set'}: {p.problem}; {p.fix}{more}", p.path)
 
     def _add(self, path, problem, fix, warning=False):
         (self.warnings if warning else self.problems).append(Problem(None if path is None else Path(path), problem, fix))
@@ -101,19 +110,49 @@ def _scan_folder(report:CheckReport, root:Path, what:str):
             report._add(d, f"empty folder in the {what} folder (an incomplete copy or download?)", "add its files, or delete the folder")
 
 # %% ../nbs/07_check.ipynb #889b84eb
-def _image_size(report:CheckReport, p:Path, verify:bool):
-    "Size (w, h) of image `p` from its header (or a full decode when `verify`), or None after reporting why."
+_TAIL = 1024   # bytes read from a file's end to see whether it is complete
+
+def _cut_short(p:Path, im) -> str | None:
+    "Why image file `p` (opened as `im`, header only) looks truncated, from its last bytes or its header's offsets; None if complete."
+    size = p.stat().st_size
+    if im.format in ('PNG', 'JPEG', 'MPO'):
+        with open(p, 'rb') as f:
+            f.seek(max(0, size - _TAIL)); tail = f.read()
+        if im.format == 'PNG': return None if b'IEND' in tail else "the file is cut short (no PNG end chunk)"
+        return None if b'\xff\xd9' in tail else "the file is cut short (no JPEG end marker)"
+    if im.format == 'TIFF':
+        tags = getattr(im, 'tag_v2', {})
+        offs, counts = tags.get(273) or tags.get(324), tags.get(279) or tags.get(325)
+        if offs and counts:
+            end = max(int(o) + int(c) for o, c in zip(offs, counts))
+            return None if end <= size else f"the file is cut short ({size:,} bytes, its header says {end:,})"
+        return None
+    im.load()   # other formats: no cheap test, decode (PIL raises on a truncated file)
+    return None
+
+_ROTATED = {5, 6, 7, 8}   # EXIF orientations shown turned by 90 degrees
+
+def _image_info(report:CheckReport, p:Path, verify:bool):
+    "`(size, exif_orientation)` of image `p` from its header and last bytes (all pixels with `verify`, or a float image), or None after reporting why."
     try:
         if p.stat().st_size == 0:
             report._add(p, "empty image file (0 bytes)", "re-copy or re-export it, or remove it"); return None
-        if verify: return open_image(p).size
-        with Image.open(p) as im: return im.size
+        with Image.open(p) as im:
+            why = None if verify else _cut_short(p, im)
+            if why: report._add(p, f"unreadable image: {why}", "re-copy or re-export it (PNG / TIFF / JPEG), or remove it"); return None
+            if verify or im.mode == 'F': im.load()
+            if im.mode == 'F':
+                bad = int((~np.isfinite(np.asarray(im))).sum())
+                if bad: report._add(p, f"float image with {bad} NaN or infinite pixel(s) (they would train as black)",
+                                    "replace them (e.g. numpy.nan_to_num) and save the image again"); return None
+            orient = im.getexif().get(0x0112, 1) if im.format in ('JPEG', 'MPO', 'TIFF', 'PNG', 'WEBP') else 1
+            return im.size, orient
     except Exception as e: msg = _reason(e, p)
     report._add(p, f"unreadable image: {msg}", "re-export it as PNG / TIFF / JPEG, or remove it")
     return None
 
 def _mask_stats(report:CheckReport, p:Path):
-    "Values, mode and size of mask `p` (decoded once), or None after reporting why."
+    "Values, mode and size of mask `p` (decoded once, so a truncated mask fails here), or None after reporting why."
     try:
         if p.stat().st_size == 0:
             report._add(p, "empty mask file (0 bytes)", "re-copy or re-export it, or remove it and its image"); return None
@@ -135,7 +174,7 @@ def _split_msg(msg:str, path) -> tuple:
 
 # %% ../nbs/07_check.ipynb #0f8430b9
 def check_dataset(images, masks=None, pattern=None, codes=None, mask_mode:str='auto', foreground=None, colours=None,
-                  values=None, recurse:bool=True, verify:bool=False, progress:bool=True) -> CheckReport:
+                  values=None, recurse:bool=True, verify:bool=False, progress:bool|None=None) -> CheckReport:
     "Check an image/mask data set: every bad file named with a fix in the returned `CheckReport`; nothing is written."
     images = Path(images)
     same = masks is None or Path(masks).absolute() == images.absolute()
@@ -195,27 +234,61 @@ def _check_dataset(report, images, masks, same, roots, pattern, codes, mask_mode
                             "rename so that each image stem is unique: valid.txt, mask patterns and predictions name images by stem")
     report.n_images, report.n_masks, report.n_pairs = len(all_images), len(set(mks + orphans)), len(ims)
 
-    # one read per file: image headers, masks decoded
-    it = all_images + list(dict.fromkeys(mks + orphans))
-    if progress and len(it) > 50:
+    check_pairs(ims, mks, codes=codes, mask_mode=mask_mode, foreground=foreground, colours=colours, values=values,
+                verify=verify, progress=progress, report=report, unpaired=unpaired, orphans=orphans)
+    return report
+
+def _all_background(dec, s) -> bool:
+    "Whether a binary mask's values (from its stats, no re-read) decode to background only."
+    return not dec._map(s.values, s.rep, s.path).any()
+
+def show_progress(progress=None) -> bool:
+    "Whether to draw fastprogress bars: `progress` if given, else only in a notebook or a terminal (never `\\r` frames into a log file)."
+    if progress is not None: return bool(progress)
+    from fastcore.imports import in_notebook
+    try: return in_notebook() or sys.stdout.isatty()
+    except (AttributeError, ValueError): return False   # a closed or replaced stdout
+
+def check_pairs(images, masks, codes=None, mask_mode:str='auto', foreground=None, colours=None, values=None,
+                verify:bool=False, progress=None, report:CheckReport|None=None, unpaired=(), orphans=()) -> CheckReport:
+    """Read every image's header and end, and decode every mask, once; check each pair (image `images[i]`, mask `masks[i]`):
+    readable, complete, no NaN, same size (an EXIF-rotated photo named as such), mask values fit one decoder. `check_dataset`
+    and the DataLoaders both call it; the findings are in the returned `CheckReport` (its `decoder` decodes the masks)."""
+    images, masks = [Path(p) for p in images], [Path(p) for p in masks]
+    if report is None:
+        report = CheckReport(images[0].parent if images else Path('.'), masks[0].parent if masks else None,
+                             n_images=len(images), n_masks=len(set(masks)), n_pairs=len(images))
+    all_images = sorted(images + [Path(p) for p in unpaired])
+    it = all_images + list(dict.fromkeys(masks + [Path(p) for p in orphans]))
+    if show_progress(progress) and len(it) > 50:
         from fastprogress.fastprogress import progress_bar
         it = progress_bar(it, leave=False)
-    sizes, stats = {}, {}
-    n_im = len(all_images)
+    info, stats, n_im = {}, {}, len(all_images)
     for i, p in enumerate(it):
-        if i < n_im: sizes[p] = _image_size(report, p, verify)
+        if i < n_im: info[p] = _image_info(report, p, verify)
         else: stats[p] = _mask_stats(report, p)
-    for im, m in zip(ims, mks):
-        if sizes.get(im) and stats.get(m) and sizes[im] != stats[m].size:
-            (w, h), (mw, mh) = sizes[im], stats[m].size
+    turned = []
+    for im, m in zip(images, masks):
+        if not (info.get(im) and stats.get(m)): continue
+        ((w, h), orient), (mw, mh) = info[im], stats[m].size
+        if (w, h) == (mw, mh):
+            if orient in _ROTATED: turned.append(im)
+        elif orient in _ROTATED and (h, w) == (mw, mh):
+            report._add(m, f"mask is {mw}x{mh}, the size of its image {im} as viewers show it (EXIF orientation {orient}: "
+                        f"turned by 90 degrees); the stored pixels, which train, are {w}x{h}",
+                        "save the image with its rotation applied (e.g. PIL.ImageOps.exif_transpose) so that pixels and mask agree")
+        else:
             report._add(m, f"mask is {mw}x{mh} but its image {im} is {w}x{h}", "re-export the mask at the image's size, or check the pairing (pattern)")
+    if turned:
+        report._add(turned[0], f"{len(turned)} image(s) carry an EXIF rotation of 90 degrees (e.g. this one); unetlearn trains on the "
+                    "stored pixels, which match the mask's size", "check that the masks were drawn on the stored pixels, not on the rotated view", warning=True)
 
     # mask values vs codes: one decoder for the set, then each mask
     good = [s for s in stats.values() if s is not None]
     if not good: return report
     scan = MaskScan(good)
     try:
-        report.decoder = dec = MaskDecoder.from_scan(scan, codes=codes, mode=mask_mode, foreground=foreground, colours=colours, values=values)
+        report.decoder = dec = MaskDecoder.from_scan(scan, codes=read_codes(codes), mode=mask_mode, foreground=foreground, colours=colours, values=values)
     except InputError as e:
         report._add(e.path, str(e).partition('; ')[0], str(e).partition('; ')[2] or 'pass codes=, mask_mode= or values='); return report
     except ValueError as e:
@@ -223,10 +296,6 @@ def _check_dataset(report, images, masks, same, roots, pattern, codes, mask_mode
     bad = dec.check(scan)
     for p, msg in bad: report._add(p, *_split_msg(msg, p))
     if dec.mode == 'binary' and len(good) > 1 and not bad and all(_all_background(dec, s) for s in good):
-        report._add(masks or images, f"all {len(good)} masks are empty (background only) as decoded (mode 'binary', foreground={foreground})",
+        report._add(report.masks or report.images, f"all {len(good)} masks are empty (background only) as decoded (mode 'binary', foreground={foreground})",
                     "check foreground= (e.g. 0 when the object is black) and the mask files", warning=True)
     return report
-
-def _all_background(dec, s) -> bool:
-    "Whether a binary mask's values (from its stats, no re-read) decode to background only."
-    return not dec._map(s.values, s.rep, s.path).any()

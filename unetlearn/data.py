@@ -19,7 +19,8 @@ from fastai.data.transforms import IntToFloatTensor, Normalize, IndexSplitter
 from fastai.vision.core import PILImage, PILMask, AddMaskCodes, imagenet_stats
 from fastai.vision.augment import Resize, ResizeMethod, Flip, Dihedral, Brightness, Contrast
 from .core import InputError, open_image, to_rgb8, get_image_paths
-from .masks import MaskDecoder, scan_masks, read_codes
+from .masks import MaskDecoder, read_codes
+from .check import check_pairs
 from .pairs import MaskPattern, Pairs, pair_files, _pair, _candidates, _score
 from .splits import random_splitter, file_splitter, group_splitter
 
@@ -175,8 +176,8 @@ def seg_dataloaders(images, masks=None, pattern=None, codes=None, mask_mode:str=
                     valid_pct:float=0.2, valid_file=None, group=None, seed:int=42, size=128, bs:int=8,
                     aug:str='flip', lighting:bool=True, item_tfms=None, batch_tfms=None, normalize:bool=True,
                     num_workers:int=0, device=None, values=None, ignore_index='auto', splitter=None,
-                    resize_method:str='squish', progress:bool=True, **kwargs):
-    "fastai DataLoaders for segmentation from image/mask folders or file lists; masks checked once, up front."
+                    resize_method:str='squish', progress=None, **kwargs):
+    "fastai DataLoaders for segmentation from image/mask folders or file lists; every pair checked once, up front, as `check_dataset` does."
     pairs = _resolve_pairs(images, masks, pattern)
     if pairs.unpaired_images:
         u = pairs.unpaired_images
@@ -197,13 +198,13 @@ def _dls_from_pairs(images, masks, codes, mask_mode, foreground, colours, values
                     item_tfms, batch_tfms, normalize, num_workers, device, ignore_index, resize_method, progress,
                     pattern=None, **kwargs):
     if not images: raise InputError("no image/mask pairs to train on")
-    scan = scan_masks(masks, progress=progress)                   # the only read of each mask at build time
-    decoder = MaskDecoder.from_scan(scan, codes=read_codes(codes), mode=mask_mode, foreground=foreground,
-                                    colours=colours, values=values)
-    bad = decoder.check(scan)
-    if bad:
-        more = f" ({len(bad)-1} more mask file(s) have values outside the codes, e.g. {bad[1][0]})" if len(bad) > 1 else ''
-        raise InputError(bad[0][1] + more, bad[0][0])
+    # the same pair checks as `unetlearn check` (sizes, truncation, NaN, mask values): one read of each mask, one header
+    # and end read of each image; the first problem stops here, named, instead of crashing a batch or training on it
+    rep = check_pairs(images, masks, codes=codes, mask_mode=mask_mode, foreground=foreground, colours=colours,
+                      values=values, progress=progress)
+    if not rep.ok: raise rep.error()
+    for w in rep.warnings: warnings.warn(f"{w.path}: {w.problem}; {w.fix}")
+    decoder = rep.decoder
     codes = decoder.codes
     ii = _ignore(ignore_index, codes)
     itfms, btfms = seg_transforms(size, aug, lighting, normalize, resize_method, item_tfms, batch_tfms)
