@@ -17,23 +17,13 @@ if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # `python bench/x.p
 warnings.filterwarnings('ignore', category=FutureWarning)
 warnings.filterwarnings('ignore', message='.*is deprecated.*')
 os.environ.setdefault('MPLBACKEND', 'Agg')
-
-
-def data_root() -> Path:
-    "The shared real data (`../shared/data` next to the repo, or $UNETLEARN_DATA)."
-    return Path(os.environ.get('UNETLEARN_DATA', ROOT.parent/'shared'/'data'))
+if (ROOT.parent/'shared'/'data').is_dir(): os.environ.setdefault('UNETLEARN_DATA', str(ROOT.parent/'shared'/'data'))  # beside the repo, from any cwd
 
 
 def dataset(name:str) -> dict | None:
-    "Arguments of `seg_dataloaders` for a shared data set, or None when it is not on this machine."
-    d = data_root()/name
-    if name == 'isbi2012_em' and (d/'image').is_dir():
-        return dict(images=d/'image', masks=d/'label', foreground=0, mask_mode='binary', codes=['cell', 'membrane'])
-    if name == 'camvid_tiny' and (d/'images').is_dir():
-        return dict(images=d/'images', masks=d/'labels', pattern='{stem}_P{suffix}', codes=d/'codes.txt')
-    if name == 'camvid_segnet_val' and (d/'images').is_dir():
-        return dict(images=d/'images', masks=d/'labels', pattern='{stem}{suffix}', codes=d/'codes.txt')
-    return None
+    "Arguments of `seg_dataloaders` for a real data set (found by `unetlearn.datasets`), or None when it is not here."
+    from unetlearn.datasets import dataset_kwargs, has_dataset
+    return dataset_kwargs(name) if has_dataset(name) else None
 
 
 def image_files(folder) -> list[Path]:
