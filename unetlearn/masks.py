@@ -138,7 +138,7 @@ def _colour_key(c) -> int:
     "A colour given as (r,g,b), [r,g,b], '#rrggbb' or a packed int -> packed int."
     if isinstance(c, str):
         m = re.fullmatch(r'#?([0-9a-fA-F]{6})', c.strip())
-        if not m: raise ValueError(f"colour {c!r} is not '#rrggbb'")
+        if not m: raise InputError(f"colour {c!r} is not '#rrggbb'; write colours as '#ff0000' or (255, 0, 0)")
         return int(m.group(1), 16)
     if isinstance(c, (int, np.integer)): return int(c)
     r, g, b = (int(x) for x in list(c)[:3])
@@ -159,13 +159,13 @@ class MaskDecoder:
     "Turn stored mask pixels into `uint8` class indices; picklable; call it on a path."
     def __init__(self, mode:str='auto', foreground=None, colours=None, values=None, n_classes:int=None,
                  scale:int=None, codes:list=None):
-        if mode not in _modes: raise ValueError(f"mask_mode must be one of {_modes}, not {mode!r}")
+        if mode not in _modes: raise InputError(f"mask_mode must be one of {', '.join(_modes)}, not {mode!r}; 'auto' detects it from the files")
         if mode in ('auto', 'index') and values is not None: mode = 'values'
         if mode == 'auto' and colours is not None: mode = 'rgb'
-        if mode == 'rgb' and colours is None: raise ValueError("mask_mode='rgb' needs colours (a list or dict colour -> class)")
-        if mode == 'values' and values is None: raise ValueError("mask_mode='values' needs values (a dict raw value -> class)")
+        if mode == 'rgb' and colours is None: raise InputError("mask_mode='rgb' needs colours (a list or dict colour -> class)")
+        if mode == 'values' and values is None: raise InputError("mask_mode='values' needs values (a dict raw value -> class)")
         if foreground is not None and mode not in ('auto', 'binary'):
-            raise ValueError(f"foreground= only applies to binary masks, not mask_mode={mode!r}")
+            raise InputError(f"foreground= only applies to binary masks, not mask_mode={mode!r}; drop foreground= or use mask_mode='binary'")
         self.mode, self.foreground, self.scale, self.codes = mode, foreground, scale, None if codes is None else list(codes)
         self.n_classes = n_classes if n_classes is not None else (len(codes) if codes is not None else None)
         self.colours = self.values = None
