@@ -35,7 +35,7 @@ class SegLoss:
         if pred.ndim == 3: pred = pred[:, None]
         if targ.ndim == 4 and targ.shape[1] == 1: targ = targ[:, 0]
         if pred.shape[0] != targ.shape[0] or pred.shape[2:] != targ.shape[1:]:
-            raise ValueError(f"{type(self).__name__}: output {tuple(pred.shape)} and target {tuple(targ.shape)} do not match ([B,C,H,W] vs [B,H,W])")
+            raise InputError(f"{type(self).__name__}: output {tuple(pred.shape)} and target {tuple(targ.shape)} do not match ([B,C,H,W] vs [B,H,W])")
         valid = torch.ones_like(targ, dtype=torch.bool) if self.ignore_index is None else targ != self.ignore_index
         n_classes = 2 if pred.shape[1] == 1 else pred.shape[1]
         bad = valid & ((targ < 0) | (targ >= n_classes))
@@ -50,7 +50,7 @@ class SegLoss:
         if self.reduction == 'sum': return num.sum()
         if self.reduction == 'none': return num.flatten(1).sum(1)/den.flatten(1).sum(1).clamp(min=1e-12)
         if self.reduction == 'mean': return num.sum()/den.sum().clamp(min=1e-12)
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {self.reduction!r}")
+        raise InputError(f"reduction must be 'mean', 'sum' or 'none', not {self.reduction!r}")
 
     def __repr__(self):
         args = ', '.join(f'{k}={v!r}' for k, v in self.__dict__.items() if not k.startswith('_') and v is not None)
@@ -71,7 +71,7 @@ class SegCELoss(SegLoss):
     def __call__(self, pred, targ):
         pred, targ, valid = self._prep(pred, targ)
         if pred.shape[1] == 1:
-            raise ValueError("SegCELoss needs one output channel per class (got 1); for a 1-channel sigmoid head use SegBCELoss or BCEDiceLoss")
+            raise InputError("SegCELoss needs one output channel per class (got 1); for a 1-channel sigmoid head use SegBCELoss or BCEDiceLoss")
         l = F.cross_entropy(pred, targ, reduction='none', label_smoothing=self.label_smoothing)
         w = valid.float() if self.weight is None else valid.float()*_weight_of(self.weight, targ, pred.device)
         return self._reduce(l*w, w)
@@ -85,7 +85,7 @@ class SegBCELoss(SegLoss):
     def __call__(self, pred, targ):
         pred, targ, valid = self._prep(pred, targ)
         if pred.shape[1] != 1:
-            raise ValueError(f"SegBCELoss needs a 1-channel sigmoid head (got {pred.shape[1]} channels); use SegCELoss or CEDiceLoss")
+            raise InputError(f"SegBCELoss needs a 1-channel sigmoid head (got {pred.shape[1]} channels); use SegCELoss or CEDiceLoss")
         pw = None if self.pos_weight is None else torch.tensor(float(self.pos_weight), device=pred.device)
         l = F.binary_cross_entropy_with_logits(pred[:, 0], targ.float(), pos_weight=pw, reduction='none')
         w = valid.float() if self.weight is None else valid.float()*_weight_of(self.weight, targ, pred.device)
@@ -138,7 +138,7 @@ class SegFocalLoss(SegLoss):
             l = (1 - p_t)**self.gamma*ce
             if self.alpha is not None: l = l*(self.alpha*t + (1 - self.alpha)*(1 - t))
         else:
-            if self.alpha is not None: raise ValueError("SegFocalLoss: alpha weights the foreground of a 1-channel head; for a C-channel head pass weight= (one value per class)")
+            if self.alpha is not None: raise InputError("SegFocalLoss: alpha weights the foreground of a 1-channel head; for a C-channel head pass weight= (one value per class)")
             ce = F.cross_entropy(pred, targ, reduction='none')
             l = (1 - torch.exp(-ce))**self.gamma*ce
         if self.weight is not None: l = l*_weight_of(self.weight, targ, pred.device)
@@ -152,7 +152,7 @@ class ComboLoss:
     def __init__(self, losses, weights=None):
         self.losses = list(losses)
         self.weights = [1.]*len(self.losses) if weights is None else [float(w) for w in weights]
-        if len(self.weights) != len(self.losses): raise ValueError(f"{len(self.losses)} losses but {len(self.weights)} weights")
+        if len(self.weights) != len(self.losses): raise InputError(f"{len(self.losses)} losses but {len(self.weights)} weights; pass one weight per loss")
 
     def __call__(self, pred, targ): return sum(w*l(pred, targ) for w, l in zip(self.weights, self.losses))
     def activation(self, x): return self.losses[0].activation(x)
@@ -228,7 +228,7 @@ def class_weights(masks_or_dls, n_classes:int|None=None, ignore_index:int|None=N
     elif method == 'sqrt':
         w[present] = 1/f[present].sqrt()
         w = w/(f*w).sum()
-    else: raise ValueError(f"method must be 'median', 'inverse' or 'sqrt', not {method!r}")
+    else: raise InputError(f"method must be 'median', 'inverse' or 'sqrt', not {method!r}")
     if max_weight is not None: w = w.clamp(max=max_weight)
     w[~present] = w[present].max()
     if ignore_index is not None and ignore_index < len(w): w[ignore_index] = 0
@@ -237,7 +237,7 @@ def class_weights(masks_or_dls, n_classes:int|None=None, ignore_index:int|None=N
 # %% ../nbs/11_losses.ipynb #9a35c92d
 def default_loss(n_out:int, ignore_index:int|None=None, weight=None):
     "Loss for a head with `n_out` channels: 1 -> BCE + Dice, more -> CE + Dice."
-    if n_out < 1: raise ValueError(f"n_out must be at least 1, got {n_out}")
+    if n_out < 1: raise InputError(f"n_out must be at least 1, got {n_out}")
     if n_out == 1: return BCEDiceLoss(weight=weight, ignore_index=ignore_index)
     return CEDiceLoss(weight=weight, ignore_index=ignore_index)
 

@@ -33,7 +33,7 @@ def pred_to_labels(pred, threshold:float=0.5) -> torch.Tensor:
     if not pred.is_floating_point():  # already labels
         return (pred[:, 0] if pred.ndim == 4 and pred.shape[1] == 1 else pred).long()
     if pred.ndim == 3: pred = pred[:, None]  # a squeezed 1-channel head
-    if pred.ndim != 4: raise ValueError(f"expected model output of shape [B,C,H,W], got {tuple(pred.shape)}")
+    if pred.ndim != 4: raise InputError(f"expected model output of shape [B,C,H,W], got {tuple(pred.shape)}; pass the model's output for a batch")
     if pred.shape[1] == 1: return (torch.sigmoid(pred[:, 0].float()) > threshold).long()
     return pred.argmax(1)
 
@@ -43,14 +43,14 @@ def confusion(pred_labels, target, n_classes:int, ignore_index:int|None=None) ->
     p, t = _plain(pred_labels).long(), _plain(target).long()
     if t.ndim == 4 and t.shape[1] == 1: t = t[:, 0]
     if t.ndim == 2: p, t = p.reshape(1, *p.shape), t[None]
-    if p.shape != t.shape: raise ValueError(f"prediction {tuple(p.shape)} and target {tuple(t.shape)} shapes differ")
+    if p.shape != t.shape: raise InputError(f"prediction {tuple(p.shape)} and target {tuple(t.shape)} shapes differ; pass labels and targets of one [B,H,W] shape")
     valid = torch.ones_like(t, dtype=torch.bool) if ignore_index is None else t != ignore_index
     bad = valid & ((t < 0) | (t >= n_classes))
     if bad.any():
         v = int(t[bad][0])
         raise InputError(f"a mask holds the value {v} but the model has {n_classes} classes (0..{n_classes-1}); "
                          f"decode masks to class indices (0/255 masks: binary mode) or pass ignore_index={v}")
-    if ((p < 0) | (p >= n_classes)).any(): raise ValueError(f"predicted labels must lie in 0..{n_classes-1}")
+    if ((p < 0) | (p >= n_classes)).any(): raise InputError(f"predicted labels must lie in 0..{n_classes-1}; pass the right n_classes")
     B = t.shape[0]
     img = torch.arange(B, device=t.device).view(B, *[1]*(t.ndim-1))
     idx = (img*n_classes + t)*n_classes + p
@@ -64,7 +64,7 @@ def _tp_fp_fn(cm):
 # %% ../nbs/10_metrics.ipynb #c695b916
 def _empty_rule(empty:str, n_classes:int) -> str:
     if empty == 'auto': return 'one' if n_classes == 2 else 'skip'
-    if empty not in ('one', 'skip'): raise ValueError(f"empty must be 'one', 'skip' or 'auto', not {empty!r}")
+    if empty not in ('one', 'skip'): raise InputError(f"empty must be 'one', 'skip' or 'auto', not {empty!r}")
     return empty
 
 def _ratio(tp, fp, fn, kind:str, empty:str):
@@ -83,7 +83,7 @@ def _nanmean(x) -> float:
     return float(x.mean()) if len(x) else float('nan')
 
 def _check_average(average):
-    if average not in ('global', 'image'): raise ValueError(f"average must be 'global' or 'image', not {average!r}")
+    if average not in ('global', 'image'): raise InputError(f"average must be 'global' or 'image', not {average!r}")
 
 # %% ../nbs/10_metrics.ipynb #da59218c
 def class_scores(pred, target, n_classes:int|None=None, kind:str='dice', average:str='global', empty:str='auto',
@@ -91,7 +91,7 @@ def class_scores(pred, target, n_classes:int|None=None, kind:str='dice', average
     "Dice (`kind='dice'`) or IoU (`'iou'`) of every class, a float64 tensor `[C]` (nan: skipped by the empty rule)."
     _check_average(average)
     if n_classes is None:
-        if not _plain(pred).is_floating_point(): raise ValueError("pass n_classes when pred holds labels")
+        if not _plain(pred).is_floating_point(): raise InputError("pass n_classes when pred holds labels")
         n_classes = n_classes_of(_plain(pred))
     empty = _empty_rule(empty, n_classes)
     tp, fp, fn = _tp_fp_fn(confusion(pred_to_labels(pred, threshold), target, n_classes, ignore_index).double())
@@ -154,7 +154,7 @@ class _Overlap(SegMetric):
     def accumulate(self, learn):
         labels, y, C = self._labels(learn)
         if self.class_idx is not None and self.class_idx >= C:
-            raise ValueError(f"{self.name}: class {self.class_idx} does not exist, the model has {C} classes")
+            raise InputError(f"{self.name}: class {self.class_idx} does not exist, the model has {C} classes; pass class_idx below {C}")
         tp, fp, fn = _tp_fp_fn(confusion(labels, y, C, self.ignore_index).double().cpu())
         self.n_classes = C
         if self.average == 'global': stats = torch.stack([tp.sum(0), fp.sum(0), fn.sum(0)])
@@ -230,12 +230,12 @@ class DicePerGroup(SegMetric):
         if self._keys is None:
             if isinstance(self.groups, (str, bytes)) or callable(self.groups):
                 items = getattr(dl, 'items', None) if dl is not None else None
-                if items is None: raise ValueError(f"{self.name}: the DataLoader has no `items` to read groups from; pass one group id per validation item instead")
+                if items is None: raise InputError(f"{self.name}: the DataLoader has no `items` to read groups from; pass one group id per validation item instead")
                 self._keys = get_groups(items, self.groups)
             else: self._keys = list(self.groups)
             self._order = list(dl.get_idxs()) if hasattr(dl, 'get_idxs') else None
         if self.seen + n > len(self._keys):
-            raise ValueError(f"{self.name}: {len(self._keys)} group ids for at least {self.seen + n} validation items; "
+            raise InputError(f"{self.name}: {len(self._keys)} group ids for at least {self.seen + n} validation items; "
                              "pass one group id per item of dls.valid.items, in that order")
         pos = range(self.seen, self.seen + n)
         return [self._keys[self._order[i] if self._order is not None else i] for i in pos]
@@ -243,7 +243,7 @@ class DicePerGroup(SegMetric):
     def accumulate(self, learn):
         if learn.training: return
         dl = getattr(learn, 'dl', None)
-        if getattr(dl, 'shuffle', False): raise ValueError(f"{self.name} needs the items in order; the DataLoader is shuffled")
+        if getattr(dl, 'shuffle', False): raise InputError(f"{self.name} needs the items in order; the DataLoader is shuffled; validate on an unshuffled one such as dls.valid")
         labels, y, C = self._labels(learn)
         cm = confusion(labels, y, C, self.ignore_index).double().cpu()
         keys = self._keys_for(dl, len(cm))
@@ -334,6 +334,6 @@ class AccuracyNoIgnore(SegMetric):
 # %% ../nbs/10_metrics.ipynb #c563b121
 def default_metrics(n_out:int, ignore_index:int|None=None) -> list[Metric]:
     "Metrics for a head with `n_out` channels: binary -> Dice, IoU; multi-class -> pixel accuracy, mean Dice, mIoU."
-    if n_out < 1: raise ValueError(f"n_out must be at least 1, got {n_out}")
+    if n_out < 1: raise InputError(f"n_out must be at least 1, got {n_out}")
     mets = [SegDice(ignore_index=ignore_index), IoU(ignore_index=ignore_index)]
     return mets if n_out <= 2 else [AccuracyNoIgnore(ignore_index)] + mets
