@@ -4,14 +4,14 @@
 
 # %% ../nbs/21_export.ipynb #f2b3f4e5
 from __future__ import annotations
-import json, math, os, re, sys, tempfile, warnings, datetime
+import json, math, os, re, sys, uuid, warnings, datetime
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from .core import InputError, open_image, to_rgb8
+from .core import InputError, open_image, to_rgb8, write_new_file
 
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'make_config', 'validate_config', 'build_model', 'read_input', 'SegModel',
@@ -566,15 +566,9 @@ def as_seg_model(obj, config:dict|None=None) -> SegModel:
 
 # %% ../nbs/21_export.ipynb #878bea90
 def _atomic(path:Path, write):
+    "`write(f)` fills a new file that replaces `path` whole (`core.write_new_file`: umask's mode, a link replaced, never followed)."
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
+    write_new_file(path, write)
 
 def _jsonable(o):
     if isinstance(o, (np.integer,)): return int(o)
@@ -600,11 +594,11 @@ def save_seg_model(learn_or_model, run_dir, config:dict|None=None, name:str='mod
     validate_config(json.loads(json.dumps(cfg, default=_jsonable)))   # never write a config that load_seg_model refuses
     text = json.dumps(cfg, indent=2, default=_jsonable)
     sd = {k: v.detach().cpu().clone() for k, v in seg.model.state_dict().items()}
-    _atomic(run_dir/f'{name}.pth', lambda p: torch.save(sd, p))
+    _atomic(run_dir/f'{name}.pth', lambda f: torch.save(sd, f))
     if cfg['framework'] == 'smp':
-        from safetensors.torch import save_file
-        _atomic(run_dir/'model.safetensors', lambda p: save_file({k: v.contiguous() for k, v in sd.items()}, p, metadata={'format': 'pt'}))
-    _atomic(run_dir/'config.json', lambda p: Path(p).write_text(text))
+        from safetensors.torch import save
+        _atomic(run_dir/'model.safetensors', lambda f: f.write(save({k: v.contiguous() for k, v in sd.items()}, metadata={'format': 'pt'})))
+    _atomic(run_dir/'config.json', lambda f: f.write(text.encode()))
     return run_dir
 
 def _smp_block(cfg:dict) -> dict:
@@ -667,7 +661,9 @@ def load_seg_model(run_dir, device=None, name:str='model', config:dict|None=None
             from safetensors.torch import load_file
             sd = load_file(str(wp), device='cpu')
         else: sd = torch.load(wp, map_location='cpu', weights_only=True)
-    except Exception as e: raise InputError(f"{wp} cannot be loaded as weights ({type(e).__name__}: {str(e)[:200]})", wp) from None
+    except Exception as e:
+        from unetlearn.train import load_failure
+        raise InputError(f"{wp} cannot be loaded as weights: {load_failure(e)}", wp) from None
     model = build_model(cfg)
     try: model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
@@ -744,6 +740,19 @@ def export_onnx(model, path, preprocess:bool=True, activation:bool=True, opset:i
     seg = as_seg_model(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # exported, labelled and checked under a temporary name, then renamed: `path` is a complete, checked model or untouched
+    tmp = path.parent/f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp.onnx'
+    try:
+        _export_onnx(seg, tmp, preprocess, activation, opset, dynamo, example_size, verbose)
+        if check:
+            err = check_onnx(tmp, seg, preprocess=preprocess, activation=activation)
+            if err > atol: raise AssertionError(f"ONNX output differs from PyTorch by {err:.2e} (> atol {atol:.0e})")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
+    return path
+
+def _export_onnx(seg, path, preprocess, activation, opset, dynamo, example_size, verbose):
     net = _OnnxNet(seg, preprocess, activation)
     h, w = (_pair(example_size) or [64, 64])
     dev = next(seg.parameters()).device
@@ -773,7 +782,3 @@ def export_onnx(model, path, preprocess:bool=True, activation:bool=True, opset:i
                                     'unetlearn_input': 'pixels 0..1' if preprocess else 'normalised',
                                     'unetlearn_output': out_name})
     onnx.save(m, str(path))
-    if check:
-        err = check_onnx(path, seg, preprocess=preprocess, activation=activation)
-        if err > atol: raise AssertionError(f"ONNX output differs from PyTorch by {err:.2e} (> atol {atol:.0e})")
-    return path

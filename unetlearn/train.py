@@ -6,7 +6,7 @@ resizing in one call, checkpoints you can resume from, and a run folder with eve
 
 # %% ../nbs/13_train.ipynb #78fb385a
 from __future__ import annotations
-import csv, json, math, os, tempfile, time, warnings
+import csv, io, json, math, os, random, re, shutil, sys, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -20,17 +20,19 @@ from fastai.callback.tracker import TrackerCallback
 from fastai.callback.fp16 import MixedPrecision
 from fastai.learner import Learner, Recorder
 from fastai.torch_core import to_float, set_seed
-from .core import InputError
+from .core import InputError, write_new_file
+from .check import show_progress
 from .distributed import init_distributed, is_main, barrier, broadcast, run_on_main, distributed_context
 from .learner import unet_learner, with_normalize, norm_stats
 from .callbacks import _TrainedEpochs
 
 # %% auto #0
 __all__ = ['LR_DIV', 'choose_precision', 'AutocastCPU', 'set_precision', 'LRFind', 'lr_rule', 'find_lr', 'atomic_torch_save',
-           'TrainHistory', 'BestModelCallback', 'EarlyStop', 'StopOnNaN', 'LastCheckpoint', 'read_checkpoint',
-           'load_checkpoint', 'Stage', 'fine_tune_plan', 'encoder_is_pretrained', 'fit_one_cycle_from', 'run_plan',
+           'remove_stale_tmp', 'TrainHistory', 'BestModelCallback', 'EarlyStop', 'StopOnNaN', 'rng_states',
+           'set_rng_states', 'LastCheckpoint', 'load_failure', 'read_checkpoint', 'load_checkpoint', 'EpochLine',
+           'set_progress_output', 'Stage', 'fine_tune_plan', 'encoder_is_pretrained', 'fit_one_cycle_from', 'run_plan',
            'fine_tune', 'fit_progressive', 'plot_loss', 'plot_metrics', 'plot_lr_schedule', 'plot_predictions',
-           'RunResult', 'train_run']
+           'RunResult', 'train_run', 'run_summary']
 
 # %% ../nbs/13_train.ipynb #d9ddeb55
 _OFF, _ON = ('off', 'fp32', 'false', 'no', 'none', '0'), ('on', 'true', 'yes', '1')
@@ -157,7 +159,7 @@ def find_lr(learn, start_lr:float=1e-7, end_lr:float=10, num_it:int=100, save=No
     fig = _lr_figure(all_lrs[:-5] or all_lrs, all_losses[:-5] or all_losses, marks, lr)
     if save is not None:
         Path(save).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save, dpi=100)
+        write_new_file(save, lambda f: fig.savefig(f, format='png', dpi=100))   # never through a link
     return LRFind(lr, sugg, fig, all_lrs, all_losses, why)
 
 # %% ../nbs/13_train.ipynb #b16f8d3b
@@ -166,16 +168,22 @@ def atomic_torch_save(obj, path) -> Path:
     path = Path(path)
     if not is_main(): return path  # like fastai's save_model: under a launcher only rank 0 writes
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-    return path
+    def write(f):
+        torch.save(obj, f)
+        f.flush(); os.fsync(f.fileno())
+    return write_new_file(path, write)   # the umask's mode (0644), not mkstemp's 0600; a link at `path` is replaced, never followed
+
+_STALE = re.compile(r'^\..+\.[A-Za-z0-9_]{6,}\.tmp(\.onnx)?$')   # .NAME.RANDOM.tmp: write_new_file, mkstemp, export_onnx
+
+def remove_stale_tmp(folder) -> list:
+    "Delete the temporary files a killed writer left in `folder` (`.NAME.XXXX.tmp`, never followed through a link); returns them."
+    folder, gone = Path(folder), []
+    if not folder.is_dir() or folder.is_symlink(): return gone
+    for p in folder.iterdir():
+        if _STALE.match(p.name) and (p.is_symlink() or p.is_file()):
+            try: p.unlink(); gone.append(p)
+            except OSError: pass   # another process' file, or not ours to delete: left alone
+    return gone
 
 def _plain(o):
     "Numbers, strings, lists, dicts and tensors only, so `torch.load(weights_only=True)` and JSON accept it."
@@ -305,8 +313,34 @@ class StopOnNaN(Callback):
             print(self.learn.stop_reason)
             raise CancelFitException()
 
+def _mt(state) -> torch.Tensor: return torch.tensor(list(state), dtype=torch.int64)
+
+def rng_states(dls=None) -> dict:
+    "The random states a resumed run needs to replay an uninterrupted one (Python's, numpy's, torch's, CUDA's, each of `dls`' DataLoaders'), as tensors and numbers: `torch.load(weights_only=True)` reads them."
+    v, mt, g = random.getstate()
+    key, pos, has_gauss, gauss = np.random.get_state()[1:]
+    s = dict(python=dict(version=v, state=_mt(mt), gauss=g), torch=torch.get_rng_state(),
+             numpy=dict(key=_mt(key), pos=int(pos), has_gauss=int(has_gauss), gauss=float(gauss)))
+    if torch.cuda.is_available() and torch.cuda.is_initialized(): s['cuda'] = torch.cuda.get_rng_state_all()
+    if dls is not None:
+        s['dataloaders'] = [dict(version=st[0], state=_mt(st[1]), gauss=st[2]) for st in (dl.rng.getstate() for dl in dls.loaders)]
+    return s
+
+def _py(d): return (d['version'], tuple(int(x) for x in d['state'].tolist()), d['gauss'])
+
+def set_rng_states(s:dict, dls=None):
+    "Restore what `rng_states` saved (the DataLoaders' too when `dls` is given and has as many loaders)."
+    random.setstate(_py(s['python']))
+    n = s['numpy']
+    np.random.set_state(('MT19937', np.array(n['key'].tolist(), dtype=np.uint32), n['pos'], n['has_gauss'], n['gauss']))
+    torch.set_rng_state(s['torch'])
+    if s.get('cuda') is not None and torch.cuda.is_available() and len(s['cuda']) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(s['cuda'])
+    if dls is not None and len(s.get('dataloaders') or []) == len(dls.loaders):
+        for dl, st in zip(dls.loaders, s['dataloaders']): dl.rng.setstate(_py(st))
+
 class LastCheckpoint(_TrainedEpochs, Callback):
-    "After every epoch, write model + optimizer + progress (stage, epoch, history, trackers) to `fname`, atomically."
+    "After every epoch, write model + optimizer + progress (stage, epoch, history, trackers, random states) to `fname`, atomically."
     order, _skip_lr_find = TrackerCallback.order + 2, True  # after BestModelCallback, before EarlyStop can cancel
     def __init__(self, fname='last.pth'): self.fname = fname
     @property
@@ -318,19 +352,43 @@ class LastCheckpoint(_TrainedEpochs, Callback):
         if not self.trained_epoch: return
         st = getattr(self.learn, 'run_state', None) or {}
         trackers = {type(c).__name__: c.state() for c in self.learn.cbs if isinstance(c, _Tracker)}
-        h = getattr(self.learn, 'train_history', None)
+        h, sm = getattr(self.learn, 'train_history', None), self.recorder.smooth_loss
         atomic_torch_save(dict(format='unetlearn.checkpoint', version=1,
                          model=_cpu_state(self.learn.model),
                          opt=_plain(self.learn.opt.state_dict()), stage=st.get('stage', 0),
                          epoch=st.get('offset', 0) + self.epoch, settings=_plain(st.get('settings')),
-                         history=None if h is None else h.state(), trackers=_plain(trackers)), self.path)
+                         history=None if h is None else h.state(), trackers=_plain(trackers),
+                         rng=rng_states(self.dls), smooth_loss=dict(count=sm.count, val=_plain(sm.val))), self.path)
+
+class _ResumeSmoothLoss(Callback):
+    "Continue fastai's smoothed training loss where the checkpoint left it (Recorder resets it at every `fit`)."
+    order = Recorder.order + 1
+    def __init__(self, state): self.state = state
+    def before_epoch(self):
+        if self.state is not None:
+            self.recorder.smooth_loss.count, self.recorder.smooth_loss.val = self.state['count'], self.state['val'].clone()
+            self.state = None
+
+_ANSI = re.compile(r'\x1b\[[0-9;]*m')
+
+def load_failure(e:Exception) -> str:
+    "Why `torch.load(weights_only=True)` refused a file, whole sentences only: for pickled objects, PyTorch's own security warning."
+    msg = _ANSI.sub('', str(e))
+    if 'Weights only load failed' in msg:
+        detail = re.search(r'WeightsUnpickler error: ([^\n]*?)(?: Please use|\n|$)', msg)
+        return ("the file holds pickled Python objects, not only tensors"
+                + (f" ({detail.group(1).strip()})" if detail else '')
+                + ". unetlearn loads weights with torch.load(weights_only=True) and never runs code from a file; PyTorch "
+                "says it could be loaded with weights_only=False, which can run arbitrary code: do those steps only if "
+                "you trust the source of the checkpoint. Re-save it as a plain state_dict")
+    first = msg.strip().splitlines()[0] if msg.strip() else ''
+    return f"{type(e).__name__}: {first[:300]}"
 
 def read_checkpoint(path) -> dict:
     "A `LastCheckpoint` file (loaded with `weights_only=True`); `InputError` naming the file if it is not one."
     path = Path(path)
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise InputError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: {str(e)[:200]}); "
-                                            "delete it to start over", path) from None
+    except Exception as e: raise InputError(f"{path} cannot be read as a checkpoint: {load_failure(e)}; delete it to start over", path) from None
     if not isinstance(ck, dict) or ck.get('format') != 'unetlearn.checkpoint':
         raise InputError(f"{path} is not a unetlearn last-epoch checkpoint; delete it to start over", path)
     return ck
@@ -345,6 +403,32 @@ def load_checkpoint(learn, ck) -> dict:
         s = (ck.get('trackers') or {}).get(type(c).__name__)
         if s is not None and isinstance(c, _Tracker): c.load_state(s)
     return ck
+
+# %% ../nbs/13_train.ipynb #9582412b
+class EpochLine:
+    "A Recorder logger (`learn.logger`) that prints one plain line per epoch: 'epoch 3/10  train_loss 0.4123  ...  time 00:04'."
+    def __init__(self, learn): self.learn = learn
+    def __call__(self, log):
+        names = list(self.learn.recorder.metric_names)
+        if len(log) != len(names) or list(log) == names: return   # the header (ProgressCallback's table only)
+        h, st = getattr(self.learn, 'train_history', None), getattr(self.learn, 'run_state', None) or {}
+        n = len(h.rows) + 1 if h is not None else int(log[0]) + 1   # TrainHistory counts every epoch of every fit
+        parts = [f"epoch {n}" + (f"/{st['total']}" if st.get('total') else '')]
+        for k, v in zip(names[1:], log[1:]):
+            v = _num(v)
+            parts.append(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}")
+        print('  '.join(parts), flush=True)
+
+def set_progress_output(learn, verbose:int=1, bars=None) -> bool:
+    "fastprogress bars on `learn` in a terminal or notebook (`bars=None`), else one `EpochLine` per epoch; `verbose=0`: nothing. Returns whether bars are drawn."
+    from fastai.callback.progress import ProgressCallback
+    from fastcore.basics import noop
+    bars = bool(verbose) and show_progress(bars)
+    has = any(isinstance(c, ProgressCallback) for c in learn.cbs)
+    if bars and not has: learn.add_cb(ProgressCallback())
+    if not bars and has: learn.remove_cb(ProgressCallback)
+    learn.logger = (print if bars else EpochLine(learn)) if verbose else noop
+    return bars
 
 # %% ../nbs/13_train.ipynb #9e61a43a
 @dataclass
@@ -417,8 +501,10 @@ def _resize(learn, data, size):
     learn._seg_size = _pair(size)
     if cfg: cfg['size'] = _pair(size)
 
-def run_plan(learn, plan:list, data=None, start=(0, 0), opt_state=None, cbs=None, verbose:bool=True):
-    "Run `plan`'s stages on `learn` from `start` = (stage, epoch); `data(size=s)` builds DataLoaders for new sizes."
+def run_plan(learn, plan:list, data=None, start=(0, 0), opt_state=None, cbs=None, verbose:int=1, rng:dict|None=None,
+             smooth_loss:dict|None=None):
+    """Run `plan`'s stages on `learn` from `start` = (stage, epoch); `data(size=s)` builds DataLoaders for new sizes.
+    Resuming: `opt_state`, `rng` (`rng_states`) and `smooth_loss` from the checkpoint replay the uninterrupted run."""
     learn.stop_reason = None
     best = [c for c in learn.cbs if isinstance(c, BestModelCallback)]
     keep = [c.load_best for c in best]
@@ -427,7 +513,11 @@ def run_plan(learn, plan:list, data=None, start=(0, 0), opt_state=None, cbs=None
         for i, st in enumerate(plan):
             k = start[1] if i == start[0] else 0
             if i < start[0] or k >= st.epochs: continue
-            if st.size is not None and _pair(st.size) != _size_of(learn): _resize(learn, data, st.size)
+            here = i == start[0]
+            if here and rng is not None: set_rng_states(rng)   # first: a resize below builds DataLoaders from it
+            resized = st.size is not None and _pair(st.size) != _size_of(learn)
+            if resized: _resize(learn, data, st.size)
+            if here and rng is not None and not resized: set_rng_states(rng, learn.dls)   # the same loaders: their shuffles too
             size = _size_of(learn)
             learn.freeze() if st.frozen else learn.unfreeze()
             if opt_state is not None and i == start[0]:
@@ -435,7 +525,8 @@ def run_plan(learn, plan:list, data=None, start=(0, 0), opt_state=None, cbs=None
                 opt_state = None
             learn.run_state = dict(getattr(learn, 'run_state', None) or {}, stage=i, stage_name=st.name, offset=k, size=size)
             if verbose: print(f"stage {i+1}/{len(plan)} " + st.describe() + (f" (resuming at epoch {k})" if k else ''))
-            fit_one_cycle_from(learn, st.epochs, st.lr_max, start_epoch=k, pct_start=st.pct_start, cbs=cbs)
+            more = [_ResumeSmoothLoss(smooth_loss)] if here and k and smooth_loss is not None else []
+            fit_one_cycle_from(learn, st.epochs, st.lr_max, start_epoch=k, pct_start=st.pct_start, cbs=L(cbs) + more)
             if learn.stop_reason:
                 if verbose: print(f"stopped: {learn.stop_reason}")
                 break
@@ -473,7 +564,7 @@ def _finish(fig, save):
     fig.tight_layout()
     if save is not None:
         Path(save).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save, dpi=100)
+        write_new_file(save, lambda f: fig.savefig(f, format='png', dpi=100))   # never through a link
     return fig
 
 def _stage_lines(ax, rows, x='iter'):
@@ -625,48 +716,60 @@ def _json_clean(o):
 def _write_csv(rows, path):
     keys = []
     for r in rows: keys += [k for k in r if k not in keys]
-    with open(path, 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in rows: w.writerow({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()})
+    buf = io.StringIO(newline='')
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in rows: w.writerow({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()})
+    write_new_file(path, lambda f: f.write(buf.getvalue().encode()))
 
 # %% ../nbs/13_train.ipynb #8a851385
 def train_run(data, out='run', arch='resnet34', pretrained='imagenet', loss=None, metrics=None, epochs:int=5,
               freeze_epochs:int=1, lr='auto', size=None, progressive=None, fp16='auto', monitor=None, patience=None,
-              resume:bool=False, seed:int|None=42, pct_start:float=0.3, lr_find_iters:int=100, n_preview:int=4,
-              verbose:bool=True, **learner_kwargs) -> RunResult:
-    "Run the whole recipe (LR, precision, fine-tune / progressive stages, checkpoints) into run folder `out`; see above."
+              resume:bool=False, overwrite:bool=False, seed:int|None=42, pct_start:float=0.3, lr_find_iters:int=100,
+              n_preview:int=4, verbose:int=1, cbs=None, **learner_kwargs) -> RunResult:
+    """Run the whole recipe (LR, precision, fine-tune / progressive stages, checkpoints) into run folder `out`; see above.
+    `verbose`: 0 silent, 1 stages, one line per epoch (bars in a terminal or notebook) and the summary, 2 also each best-model save."""
     t0, out = time.time(), Path(out)
     init_distributed()  # under a launcher: start the process group (and pick this process's GPU) before any DataLoader
-    verbose = verbose and is_main()
+    verbose = int(verbose) if is_main() else 0
     ckdir = out/'checkpoints'
-    if is_main(): ckdir.mkdir(parents=True, exist_ok=True)
+    last = ckdir/'last.pth'
+    kind = _run_kind(out)
+    if kind != 'new' and not (resume or overwrite):
+        what = ('a finished run (model.pth, metrics.json)' if kind == 'finished' else
+                'an unfinished run (checkpoints/last.pth)')
+        raise InputError(f"{out} holds {what}; nothing was changed. Choose another --out, continue it with --resume, or "
+                         "replace it with --overwrite (train_run(resume=True) / train_run(overwrite=True))", out)
+    if is_main():
+        if overwrite and not resume: _clear_run(out)
+        for d in (out, ckdir):
+            for p in remove_stale_tmp(d):
+                if verbose > 1: print(f"removed {p} (a temporary file left by a killed run)")
+    barrier()
     sizes = [int(s) for s in progressive] if progressive else [size]
     if seed is not None: set_seed(seed)
     dls = _make_dls(data, sizes[0])
     learn = unet_learner(dls, arch, pretrained=pretrained, loss_func=None if isinstance(loss, str) or loss is None else loss,
-                         metrics=metrics, path=out, model_dir='checkpoints', cbs=[TrainHistory(), StopOnNaN()], **learner_kwargs)
+                         metrics=metrics, path=out, model_dir='checkpoints', cbs=[TrainHistory(), StopOnNaN(), *L(cbs)], **learner_kwargs)
     if isinstance(loss, str): learn.loss_func = _loss_by_name(loss, learn.n_out, learn.unet_config['ignore_index'])
     monitor = _pick_monitor(learn, monitor)
-    learn.add_cbs([BestModelCallback('best.pth', monitor=monitor, verbose=verbose), LastCheckpoint('last.pth')])
+    learn.add_cbs([BestModelCallback('best.pth', monitor=monitor, verbose=verbose > 1), LastCheckpoint('last.pth')])
     if patience: learn.add_cb(EarlyStop(monitor, patience=int(patience)))
+    set_progress_output(learn, verbose)
     settings = _plain(dict(arch=str(arch), pretrained=str(pretrained), sizes=sizes, epochs=epochs, freeze_epochs=freeze_epochs,
                            pct_start=pct_start, loss=str(loss) if isinstance(loss, (str, type(None))) else type(loss).__name__,
                            n_out=learn.n_out, monitor=monitor, seed=seed))
-    last, start, opt_state, ck, lr_info = ckdir/'last.pth', (0, 0), None, None, {}
+    start, opt_state, ck, lr_info = (0, 0), None, None, {}
     if resume and last.exists():
         ck = read_checkpoint(last)
-        old = {k: v for k, v in (ck.get('settings') or {}).items() if k not in _LR_KEYS}
-        if old != settings:
-            diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
-            raise InputError(f"cannot resume {out}: it was started with other settings {diff} (checkpoint vs now); "
-                             "use the same arguments, or drop --resume to start over", last)
+        _same_settings(out, ck.get('settings'), settings, last)
         lr_info = {k: ck['settings'].get(k) for k in _LR_KEYS}  # the first run's LR (found or given) is kept
+    elif resume and kind == 'finished': return _finished_run(learn, out, settings, verbose)
     elif resume and verbose: print(f"no checkpoint in {ckdir}: starting from scratch")
     if ck is None and is_main():
         for p in (last, ckdir/'best.pth'):
             if p.exists(): p.unlink()  # a fresh run never resumes or reports a previous run's files
-    precision = set_precision(learn, fp16, verbose=verbose)
+    precision = set_precision(learn, fp16, verbose=verbose > 0)
     if ck is None and isinstance(lr, str) and lr.strip().lower() != 'auto':
         try: lr = float(lr)
         except ValueError: raise InputError(f"lr must be a number or 'auto', not {lr!r}") from None
@@ -683,7 +786,7 @@ def train_run(data, out='run', arch='resnet34', pretrained='imagenet', loss=None
     total = sum(st.epochs for st in plan)
     bm = _cb(learn, BestModelCallback)
     bm.min_epoch = min(total - 1, max(1, int(total*pct_start))) if total > 1 else 0  # the warm-up cannot crown the best
-    learn.run_state = dict(settings=settings)
+    learn.run_state = dict(settings=settings, total=total)
     if ck is not None:
         load_checkpoint(learn, ck)
         start = (ck['stage'], ck['epoch'] + 1)
@@ -693,24 +796,29 @@ def train_run(data, out='run', arch='resnet34', pretrained='imagenet', loss=None
             if start[0] >= len(plan): print(f"resuming {out}: the run had finished; writing its outputs again")
             else: print(f"resuming {out}: stage {start[0]+1}/{len(plan)}, epoch {start[1]+1}/{plan[start[0]].epochs} "
                         f"(the checkpoint holds {ck['epoch']+1} finished epoch(s) of stage {ck['stage']+1})")
-    with distributed_context(learn):  # a no-op unless launched with several processes
-        run_plan(learn, plan, data=data, start=start, opt_state=opt_state, verbose=verbose)
-        barrier()
-        rows = learn.train_history.rows
-        if not rows:
-            raise InputError(f"training stopped before any epoch finished ({learn.stop_reason}); nothing was saved in {out}")
-        if not bm.path.exists():  # no epoch qualified (all in the warm-up or spiked): keep the last one
-            atomic_torch_save(_cpu_state(learn.model), bm.path)
-            bm.best, bm.best_epoch = rows[-1].get(monitor), len(rows) - 1
-        bm.load()
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            vals = learn.validate()
+    try:
+        with distributed_context(learn):  # a no-op unless launched with several processes
+            run_plan(learn, plan, data=data, start=start, opt_state=opt_state, verbose=verbose,
+                     rng=None if ck is None else ck.get('rng'), smooth_loss=None if ck is None else ck.get('smooth_loss'))
+            barrier()
+            rows = learn.train_history.rows
+            if not rows:
+                raise InputError(f"training stopped before any epoch finished ({learn.stop_reason}); nothing was saved in {out}")
+            if not bm.path.exists():  # no epoch qualified (all in the warm-up or spiked): keep the last one
+                atomic_torch_save(_cpu_state(learn.model), bm.path)
+                bm.best, bm.best_epoch = rows[-1].get(monitor), len(rows) - 1
+            bm.load()
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                vals = learn.validate()
+    except BaseException:
+        if is_main() and ckdir.is_dir() and not any(ckdir.iterdir()): ckdir.rmdir()  # nothing half-made that looks like a run
+        raise
     final = {n: _num(v) for n, v in zip(['valid_loss'] + [m.name for m in learn.metrics], vals)}
-    last = dict(epoch=len(rows) - 1, **{k: rows[-1].get(k) for k in ['valid_loss', *_metric_names(rows)]})
+    last_row = dict(epoch=len(rows) - 1, **{k: rows[-1].get(k) for k in ['valid_loss', *_metric_names(rows)]})
     dm = getattr(learn, 'divergence_monitor', None)
     warns = (dm.warnings(lr) if dm is not None else []) + _collapse_warning(rows, monitor, bm, lr)
-    report = dict(final=final, best=dict(monitor=monitor, value=_num(bm.best), epoch=bm.best_epoch), last=last, warnings=warns,
+    report = dict(final=final, best=dict(monitor=monitor, value=_num(bm.best), epoch=bm.best_epoch), last=last_row, warnings=warns,
                   history=rows,
                   **lr_info, precision=precision, plan=[asdict(s) for s in plan], stopped=learn.stop_reason,
                   resumed_from=None if ck is None else dict(stage=ck['stage'], epoch=ck['epoch']),
@@ -718,6 +826,42 @@ def train_run(data, out='run', arch='resnet34', pretrained='imagenet', loss=None
     run_on_main(_write_run, learn, out, report, n_preview, verbose)
     barrier()  # every process returns once the run folder is complete
     return RunResult(learn, out, final, rows, lr, precision, learn.stop_reason)
+
+_RUN_FILES = ('model.pth', 'model.safetensors', 'config.json', 'metrics.json', 'history.csv', 'loss.png', 'metrics.png',
+              'lr_schedule.png', 'predictions.png', 'lr_find.png')
+
+def _run_kind(out:Path) -> str:
+    "'unfinished' (a last-epoch checkpoint), 'finished' (model or metrics written) or 'new'."
+    if (out/'checkpoints'/'last.pth').exists(): return 'unfinished'
+    return 'finished' if any((out/f).exists() for f in ('model.pth', 'metrics.json')) else 'new'
+
+def _clear_run(out:Path):
+    "Delete what `train_run` writes in `out` (and nothing else: the folder may hold the user's own files)."
+    for f in _RUN_FILES + ('checkpoints/last.pth', 'checkpoints/best.pth'):
+        p = out/f
+        if p.is_symlink() or p.is_file(): p.unlink()
+    ck = out/'checkpoints'
+    if ck.is_dir() and not ck.is_symlink() and not any(ck.iterdir()): ck.rmdir()
+
+def _same_settings(out, old, now, source):
+    "Refuse to resume `out` with other settings than it was started with (the LR found by the first run excepted)."
+    old = {k: v for k, v in (old or {}).items() if k not in _LR_KEYS}
+    if old != now:
+        diff = {k: (old.get(k), now.get(k)) for k in set(old) | set(now) if old.get(k) != now.get(k)}
+        raise InputError(f"cannot resume {out}: it was started with other settings {diff} (then vs now); "
+                         "use the same arguments, or drop --resume to start over", source)
+
+def _finished_run(learn, out, settings, verbose) -> RunResult:
+    "`resume=True` on a finished run: its settings checked, its model loaded, nothing trained or written."
+    mp = out/'metrics.json'
+    try: m = json.loads(mp.read_text())
+    except (OSError, ValueError) as e: raise InputError(f"{mp} cannot be read ({type(e).__name__}); use --overwrite to train again", mp) from None
+    _same_settings(out, m.get('settings'), settings, mp)
+    learn.model.load_state_dict(torch.load(out/'model.pth', map_location='cpu', weights_only=True))
+    if verbose: print(f"{out}: the run had finished (epoch {(m.get('last') or {}).get('epoch')} last); nothing to resume, "
+                      "its files are kept")
+    return RunResult(learn, out, m.get('final') or {}, m.get('history') or [], float(m.get('lr') or 0), m.get('precision') or '',
+                     m.get('stopped'))
 
 _LR_KEYS = ('lr', 'lr_rule', 'lr_suggestions')
 
@@ -731,16 +875,26 @@ def _collapse_warning(rows, monitor, bm, lr) -> list:
             f"saved model is epoch {bm.best_epoch}'s. Try a lower learning rate (e.g. --lr {lr/3:.1e}) or more data"]
 
 def _write_run(learn, out, report, n_preview, verbose):
-    "Everything `train_run` writes into the run folder (the main process only, under a launcher)."
+    "Everything `train_run` writes into the run folder (the main process only, under a launcher); then its checkpoints go."
     from unetlearn.export import save_seg_model
     save_seg_model(learn, out, config={k: v for k, v in learn.unet_config.items() if v is not None or k not in ('resize_method', 'mask')})
-    (out/'metrics.json').write_text(json.dumps(_json_clean(report), indent=2))
+    text = json.dumps(_json_clean(report), indent=2)
+    write_new_file(out/'metrics.json', lambda f: f.write(text.encode()))
     _write_csv(report['history'], out/'history.csv')
     plot_loss(learn, save=out/'loss.png'); plot_metrics(learn, save=out/'metrics.png')
     plot_lr_schedule(learn, save=out/'lr_schedule.png'); plot_predictions(learn, n=n_preview, save=out/'predictions.png')
-    if verbose:
-        b, l = report['best'], report['last']
-        print(f"run folder {out}: saved the weights of epoch {b['epoch']} (best {b['monitor']}); last epoch {l['epoch']}: "
-              + ', '.join(f'{k} {v:.4f}' for k, v in l.items() if k != 'epoch' and isinstance(v, float)))
-        print(f"saved model (epoch {b['epoch']}) validation: " + ', '.join(f'{k} {v:.4f}' for k, v in report['final'].items()))
-        for w in report['warnings']: print(f"warning: {w}")
+    # one copy of the weights: model.pth is the best epoch's; the optimizer state is only for resuming an unfinished run
+    for p in (out/'checkpoints'/'best.pth', out/'checkpoints'/'last.pth'):
+        if p.exists(): p.unlink()
+    ck = out/'checkpoints'
+    if ck.is_dir() and not any(ck.iterdir()): ck.rmdir()
+    if verbose: print(run_summary(report))
+
+def run_summary(report:dict) -> str:
+    "The end of a run in a few plain lines, from its `metrics.json`: saved and last epoch, the saved model's validation, warnings."
+    b, l = report['best'], report['last']
+    lines = [f"saved the weights of epoch {b['epoch']} (best {b['monitor']}); last epoch {l['epoch']}: "
+             + ', '.join(f'{k} {v:.4f}' for k, v in l.items() if k != 'epoch' and isinstance(v, float)),
+             f"final validation metrics (the saved model, epoch {b['epoch']}): "
+             + ', '.join(f'{k} {v:.4f}' for k, v in report['final'].items() if isinstance(v, float))]
+    return '\n'.join(lines + [f"warning: {w}" for w in report['warnings']])
