@@ -119,12 +119,23 @@ def _add_model_args(p):
     g.add_argument('--pretrained', metavar='imagenet|none|PATH',
                    help='encoder weights: imagenet (download), none (random) or a local weights file (default imagenet; sample: none)')
     g.add_argument('--loss', choices=LOSSES, metavar='NAME', help=f"{', '.join(LOSSES)} (default auto: from the head)")
-    g.add_argument('--fp16', choices=['auto', 'on', 'off'], help='mixed precision: auto = fp16 on CUDA, off on CPU (default auto)')
+    g.add_argument('--fp16', choices=['auto', 'on', 'off', 'fp16', 'bf16'],
+                   help='mixed precision: auto = fp16 on CUDA, off on CPU; on = fp16 on CUDA, bf16 on CPU; or fp16 / bf16 (default auto)')
     g.add_argument('--aug', choices=['flip', 'dihedral', 'none'], default='flip', help='augmentation (default flip)')
     g.add_argument('--num-workers', dest='num_workers', type=_count, default=0, metavar='N', help='DataLoader worker processes (default 0)')
     g.add_argument('--lr-find-iters', dest='lr_find_iters', type=_positive_int, default=100, metavar='N',
                    help="LR finder: training steps to run (fastai's num_it, default 100)")
     return g
+
+def _add_output_args(p):
+    o = p.add_argument_group('output').add_mutually_exclusive_group()
+    o.add_argument('-q', '--quiet', action='store_true', help='print only errors, warnings and the result')
+    o.add_argument('-v', '--verbose', action='store_true', help='print more: each best-model save, files removed, every file written')
+    return p
+
+def _verbosity(opts) -> int:
+    "0 with --quiet, 2 with --verbose, else 1."
+    return 0 if getattr(opts, 'quiet', False) else 2 if getattr(opts, 'verbose', False) else 1
 
 def build_parser() -> argparse.ArgumentParser:
     "The `unetlearn` argument parser (subcommands train, predict, check, lr-find)."
@@ -146,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--lr', type=_lr, metavar='auto|FLOAT', help='learning rate; auto runs the LR finder (default auto; sample: 3e-3)')
     g.add_argument('--progressive', type=_sizes, metavar='64,128', help='progressive resizing: train at each size in turn')
     g.add_argument('--out', metavar='RUN_DIR', help='run folder (default runs/<date-time>)')
-    g.add_argument('--resume', action='store_true', help='continue from the last checkpoint in RUN_DIR (default: the newest run in runs/)')
+    g.add_argument('--resume', action='store_true', help='continue from the last checkpoint in RUN_DIR (default: the newest run in runs/); a finished run is kept as it is')
+    g.add_argument('--overwrite', action='store_true', help='train again into a RUN_DIR that holds a run (its files are replaced); without it such a folder is refused')
+    _add_output_args(t)
     # predict
     q = sub.add_parser('predict', help='predict one PNG mask per image, at its original size', epilog=_EPILOG['predict'],
                        formatter_class=fmt, description='Predict masks for a folder of images with a trained run folder.')
@@ -154,23 +167,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument('--images', required=True, metavar='DIR', help='folder of images (searched recursively; sub-folders mirrored in --out)')
     q.add_argument('--out', required=True, metavar='DIR', help='folder for the masks: <stem>.png, 8-bit, value = class index')
     q.add_argument('--tta', default='none', choices=['none', 'flip', 'd4'], help='test-time augmentation, undone before averaging (default none)')
-    q.add_argument('--threshold', type=_unit, metavar='T', help="binary models: foreground when P >= T (default: the model's, 0.5)")
+    q.add_argument('--threshold', type=_unit, metavar='T', help="binary models: foreground when P > T (default: the model's, 0.5)")
     q.add_argument('--mask-scale', dest='mask_scale', type=int, default=1, choices=[1, 255],
                    help='binary masks: write 0/1 (default) or 0/255 (visible in image viewers)')
     q.add_argument('--mask-pattern', dest='mask_pattern', metavar='PATTERN',
                    help="skip the mask files of this pattern in --images (e.g. '{stem}_mask{suffix}' when masks share the folder)")
     q.add_argument('--bs', type=_positive_int, default=8, metavar='N', help='images per batch (default 8)')
+    _add_output_args(q)
     # check
     c = sub.add_parser('check', help='check a data set and name every bad file', epilog=_EPILOG['check'], formatter_class=fmt,
                        description='Check an image/mask data set: exit 1 and a report naming each bad file with its fix.')
     _add_data_args(c, images_required=True)
-    c.add_argument('--verify', action='store_true', help='decode every image fully (slower; finds truncated files)')
+    c.add_argument('--verify', action='store_true', help='decode every image fully (slower; truncated files are found without it)')
+    _add_output_args(c)
     # lr-find
     l = sub.add_parser('lr-find', help='run the learning-rate finder: lr_find.png + suggestions', epilog=_EPILOG['lr-find'],
                        formatter_class=fmt, description='Run the LR finder on the data/model of a train command.')
     _add_split_args(_add_data_args(l))
     g = _add_model_args(l)
     g.add_argument('--out', metavar='RUN_DIR', help='folder for lr_find.png (default runs/<date-time>)')
+    _add_output_args(l)
     return p
 
 # %% ../nbs/30_cli.ipynb #10078f6f
@@ -303,7 +319,9 @@ def check_command(opts) -> int:
     report = check_dataset(Path(opts.images).expanduser(), None if opts.masks is None else Path(opts.masks).expanduser(),
                            pattern=opts.mask_pattern, codes=_codes(opts), mask_mode=opts.mask_mode,
                            foreground=opts.foreground, verify=getattr(opts, 'verify', False))
-    print(cli_words(str(report)))
+    v = _verbosity(opts)
+    if v or not report.ok:   # --quiet: nothing when the data set is fine, the problems when it is not
+        print(cli_words(str(report) if v else '\n'.join(l for l in str(report).splitlines()[2:])))
     return 0 if report.ok else 1
 
 # %% ../nbs/30_cli.ipynb #9267a006
@@ -335,7 +353,7 @@ def train_options(opts) -> dict:
     resolve_defaults(opts)
     return dict(arch=opts.arch, pretrained=opts.pretrained, loss=None if opts.loss == 'auto' else opts.loss, epochs=opts.epochs,
                 freeze_epochs=opts.freeze_epochs, lr=opts.lr, size=opts.size, progressive=opts.progressive, fp16=opts.fp16,
-                resume=opts.resume, seed=opts.seed, lr_find_iters=opts.lr_find_iters)
+                resume=opts.resume, overwrite=getattr(opts, 'overwrite', False), seed=opts.seed, lr_find_iters=opts.lr_find_iters)
 
 def train_command(opts) -> int:
     "`unetlearn train`: train into a run folder and print the final validation metrics; returns 0."
@@ -346,21 +364,19 @@ def train_command(opts) -> int:
     out = dist.from_main(_run_dir, getattr(opts, 'out', None), opts.resume)
     from unetlearn.train import train_run  # heavy (torch, fastai): after the arguments are known to be right
     _loss_available(kw['loss'])
-    say = print if dist.is_main() else (lambda *a, **k: None)
+    v = _verbosity(opts)
+    say = print if dist.is_main() and v else (lambda *a, **k: None)
     if is_sample_run(opts): say(f"no --images: training on the built-in sample data set {data['images']} "
                                 f"(pattern {data['pattern']!r}, split by patient folder)")
     say(f"run folder: {out}")
-    skip = ('resume',) if kw['lr'] == 'auto' else ('resume', 'lr_find_iters')
+    skip = ('resume', 'overwrite') if kw['lr'] == 'auto' else ('resume', 'overwrite', 'lr_find_iters')
     say('settings: ' + ', '.join(f'{k} {v}' for k, v in kw.items() if v is not None and k not in skip))
     t0 = time.time()
-    res = train_run(data, out=out, **kw)
+    res = train_run(data, out=out, verbose=v, **kw)   # it prints the run's summary, once
     if not dist.is_main(): return 0
-    m = json.loads((Path(out)/'metrics.json').read_text())
-    best = m.get('best') or {}
-    say(f"\nfinal validation metrics (best {best.get('monitor')} at epoch {best.get('epoch')}; {time.time()-t0:.0f} s):")
-    say(_table(list((m.get('final') or res.metrics).items())))
-    say(f"\nrun folder {out}: model.pth + config.json (predict: unetlearn predict --model {out} --images DIR --out DIR), "
-        "metrics.json, history.csv, plots")
+    if not v: print(f"{out}: " + ', '.join(f'{k} {x:.4f}' for k, x in res.metrics.items() if isinstance(x, float)))
+    say(f"run folder {out} ({time.time()-t0:.0f} s): model.pth + config.json (predict: unetlearn predict --model {out} "
+        "--images DIR --out DIR), metrics.json, history.csv, plots")
     return 0
 
 # %% ../nbs/30_cli.ipynb #b1225cb8
@@ -376,7 +392,7 @@ def lr_find_command(opts) -> int:
 def _lr_find(opts, data, out) -> int:
     from unetlearn.data import seg_dataloaders
     from unetlearn.learner import unet_learner
-    from unetlearn.train import find_lr, set_precision
+    from unetlearn.train import find_lr, set_precision, set_progress_output
     from fastai.torch_core import set_seed
     if is_sample_run(opts): print(f"no --images: the built-in sample data set {data['images']}")
     set_seed(opts.seed)
@@ -384,12 +400,14 @@ def _lr_find(opts, data, out) -> int:
     learn = unet_learner(dls, opts.arch, pretrained=opts.pretrained, path=out, model_dir='.')
     lf = _loss_func(opts.loss, learn.n_out, learn.unet_config['ignore_index'])
     if lf is not None: learn.loss_func = lf
-    set_precision(learn, opts.fp16)
+    v = _verbosity(opts)
+    set_precision(learn, opts.fp16, verbose=v > 0)
+    set_progress_output(learn, v)   # fastprogress bars in a terminal; nothing of them in a log file
     out.mkdir(parents=True, exist_ok=True)
     r = find_lr(learn, num_it=opts.lr_find_iters, save=out/'lr_find.png')
-    print(_table([(k, f'{v:.2e}') for k, v in r.suggestions.items()], head=('suggestion', 'lr')))
+    if v: print(_table([(k, f'{x:.2e}') for k, x in r.suggestions.items()], head=('suggestion', 'lr')))
     print(f"chosen: {r.lr:.2e} ({r.rule}); train with --lr {r.lr:.1e} (or --lr auto)")
-    print(f"plot: {out/'lr_find.png'}")
+    if v: print(f"plot: {out/'lr_find.png'}")
     return 0
 
 # %% ../nbs/30_cli.ipynb #e2f1c266
@@ -410,14 +428,18 @@ def predict_command(opts) -> int:
         if not items: raise InputError(f"no images left in {images} once the masks ({opts.mask_pattern!r}) are skipped", images)
     from unetlearn.export import load_seg_model
     from unetlearn.inference import predict_files
+    from unetlearn.check import show_progress
     seg = load_seg_model(model_dir)
-    print(f"model: {seg}")
+    v = _verbosity(opts)
+    if v: print(f"model: {seg}")
     if opts.threshold is not None and seg.n_classes > 2:
         warnings.warn(f"--threshold applies to binary models; this one has {seg.n_classes} classes (argmax is used)")
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message=r'.*could not be predicted')  # each failure is printed below
         res = predict_files(seg, items, out=out, bs=opts.bs, tta=opts.tta, threshold=opts.threshold,
-                            mask_scale=opts.mask_scale, keep=False)
+                            mask_scale=opts.mask_scale, keep=False, progress=show_progress(None) and v > 0)
+    if v > 1:
+        for o in res.outputs: print(f"wrote {o}")
     print(f"wrote {len(res.outputs)} mask(s) to {out}" + (f" (values 0/{opts.mask_scale})" if seg.n_classes == 2 else
                                                           f" (class indices 0..{seg.n_classes-1})"))
     for p, why in res.failures: print(f"error: {p}: {why}", file=sys.stderr)
