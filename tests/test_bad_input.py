@@ -249,3 +249,56 @@ def test_check_catalogue(case, data):
     r = cli(*args)
     check_result(r, code, None if named is None else root/named, *words)
     assert tree(root) == before
+
+
+# --- train: the same pair checks as check (one validation path), and run folders it must not replace ---------------
+
+def _float_nan(images, masks):
+    a = np.random.RandomState(0).rand(40, 48).astype(np.float32); a[5, 5] = np.nan
+    (images/'img_1.png').unlink(); Image.fromarray(a, mode='F').save(images/'img_1.tif')
+
+def _exif_rotated(images, masks):
+    exif = Image.Exif(); exif[0x0112] = 6
+    (images/'img_2.png').unlink()
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(images/'img_2.jpg', exif=exif)
+    _grey(masks/'img_2.png', np.zeros((48, 40), np.uint8))           # drawn on the rotated view
+
+def _truncated(images, masks):
+    b = (images/'img_3.png').read_bytes(); (images/'img_3.png').write_bytes(b[:len(b) // 2])
+
+TRAIN_CASES = {   # setup, file named (relative to the data root), words; each is exit 1 from train AND from check
+    'mask of the wrong size': (_wrong_size, 'masks/img_2.png', ['9x7']),
+    'NaN in a float image': (_float_nan, 'images/img_1.tif', ['NaN']),
+    'EXIF-rotated photo, mask of the rotated view': (_exif_rotated, 'masks/img_2.png', ['EXIF orientation 6']),
+    'truncated PNG': (_truncated, 'images/img_3.png', ['cut short']),
+}
+
+
+@pytest.mark.parametrize('case', list(TRAIN_CASES))
+def test_train_refuses_what_check_refuses(case, data, tmp_path):
+    root, images, masks = data
+    setup, named, words = TRAIN_CASES[case]
+    setup(images, masks)
+    before = tree(root)
+    for args in (['check'], ['train', '--size', '32', '--arch', 'resnet18', '--pretrained', 'none', '--epochs', '1',
+                             '--lr', '1e-3', '--out', tmp_path/'run']):
+        r = cli(*args, '--images', images, '--masks', masks)
+        check_result(r, 1, root/named, *words)
+    assert tree(root) == before
+    assert not (tmp_path/'run').exists()    # nothing half-made that looks like a run
+
+
+@pytest.mark.parametrize('kind', ['finished', 'unfinished'])
+def test_train_refuses_an_out_holding_a_run(kind, model_dir, data, tmp_path):
+    root, images, masks = data
+    run = tmp_path/'run'; run.mkdir()
+    if kind == 'finished':
+        for f in ('model.pth', 'config.json'): (run/f).write_bytes((model_dir/f).read_bytes())
+        (run/'metrics.json').write_text('{}')
+    else:
+        (run/'checkpoints').mkdir(); (run/'checkpoints'/'last.pth').write_bytes(b'a checkpoint')
+    before, run_before = tree(root), tree(run)
+    r = cli('train', '--images', images, '--masks', masks, '--size', '32', '--arch', 'resnet18', '--pretrained', 'none',
+            '--epochs', '1', '--lr', '1e-3', '--out', run)
+    check_result(r, 1, run, f'holds {"a finished" if kind == "finished" else "an unfinished"} run', '--resume', '--overwrite')
+    assert tree(root) == before and tree(run) == run_before

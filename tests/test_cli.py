@@ -50,7 +50,9 @@ def tiny(tmp_path_factory):
 def trained(tiny, tmp_path_factory):
     "A run folder trained on the tiny data set (size 32, 1 epoch, resnet18, random encoder, LR finder)."
     run = tmp_path_factory.mktemp('runs')/'tiny'
-    r = cli('train', '--images', tiny[0], '--masks', tiny[1], *TRAIN_TINY, '--epochs', '1', '--lr', 'auto', '--out', run)
+    (run/'checkpoints').mkdir(parents=True)   # what a killed writer leaves: removed at the next start
+    for stale in ('.model.pth.0a1b2c3d4e5f.tmp', 'checkpoints/.last.pth.k2j4h5s8.tmp'): (run/stale).write_bytes(b'half')
+    r = cli('train', '--images', tiny[0], '--masks', tiny[1], *TRAIN_TINY, '--epochs', '2', '--lr', 'auto', '--out', run)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return run, r
 
@@ -164,10 +166,47 @@ def test_train_writes_the_run_folder(trained):
     run, r = trained
     for f in RUN_FILES + ['lr_find.png']: assert (run/f).is_file(), f"{f} missing in {run}: {sorted(os.listdir(run))}"
     m = json.loads((run/'metrics.json').read_text())
-    assert 'final' in m and 'history' in m and len(m['history']) == 1
+    assert 'final' in m and 'history' in m and len(m['history']) == 2
     cfg = json.loads((run/'config.json').read_text())
     assert cfg['format'] == 'unetlearn.model' and cfg['arch'] == 'resnet18' and cfg['codes'][0] == 'background'
-    assert 'final validation metrics' in r.stdout and 'dice' in r.stdout
+    assert r.stdout.count('final validation metrics') == 1 and 'dice' in r.stdout   # the summary, once
+
+
+def test_redirected_log_is_plain(trained):
+    "stdout is a pipe here, as in `unetlearn train > log`: no progress frames, one plain line per epoch."
+    run, r = trained
+    assert '\r' not in r.stdout + r.stderr, repr(r.stdout[:500])
+    epochs = [l for l in r.stdout.splitlines() if l.startswith('epoch ')]
+    assert [l.split('  ')[0] for l in epochs] == ['epoch 1/2', 'epoch 2/2'], r.stdout
+    assert all('train_loss' in l and 'valid_loss' in l and 'dice' in l for l in epochs), epochs
+    assert max(len(l) for l in r.stdout.splitlines()) < 400
+
+
+def test_lean_run_folder(trained):
+    "After success: one copy of the weights, no optimizer state, ordinary file modes, no temporary files."
+    run, _ = trained
+    names = sorted(p.relative_to(run).as_posix() for p in run.rglob('*'))
+    assert names == sorted(RUN_FILES + ['lr_find.png']), names    # no checkpoints/, no best.pth, no .tmp
+    umask = os.umask(0o022); os.umask(umask)
+    assert {f: (run/f).stat().st_mode & 0o777 for f in names} == {f: 0o666 & ~umask for f in names}
+
+
+def test_finished_run_is_refused_kept_or_replaced(trained, tiny, tmp_path):
+    import shutil
+    run = tmp_path/'run'
+    shutil.copytree(trained[0], run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    args = ['train', '--images', tiny[0], '--masks', tiny[1], *TRAIN_TINY, '--epochs', '2', '--lr', 'auto', '--out', run]
+    r = cli(*args)
+    assert r.returncode == 1 and f"{run} holds a finished run" in r.stderr and '--overwrite' in r.stderr, r.stderr
+    assert 'Traceback' not in r.stdout + r.stderr
+    r = cli(*args, '--resume')   # a finished run: nothing to resume, kept as it is
+    assert r.returncode == 0 and 'nothing to resume' in r.stdout, r.stdout + r.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    r = cli(*args[:-4], '--epochs', '1', '--lr', '1e-3', '--out', run, '--overwrite', '--quiet')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert len(json.loads((run/'metrics.json').read_text())['history']) == 1 and not (run/'lr_find.png').exists()
+    assert 'epoch 1' not in r.stdout and len(r.stdout.strip().splitlines()) == 1, r.stdout   # --quiet: the result only
     import torch
     assert isinstance(torch.load(run/'model.pth', weights_only=True), dict)
 
@@ -264,7 +303,7 @@ def test_train_sample_data_without_arguments(tmp_path):
     assert len(runs) == 1
     for f in RUN_FILES: assert (runs[0]/f).is_file(), f
     assert 'final validation metrics' in r.stdout and 'sample data set' in r.stdout
-    assert 'Epoch' in r.stdout  # fastprogress's bar
+    assert 'epoch 5/5' in r.stdout and '\r' not in r.stdout  # a pipe: plain epoch lines, no fastprogress frames
     dice = json.loads((runs[0]/'metrics.json').read_text())['final']['dice']
     assert dice > 0.5, f"the sample data set is easy; dice {dice:.3f} means training is broken"
     print(f"unetlearn train (sample data) took {took:.0f} s")

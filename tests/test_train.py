@@ -1,4 +1,4 @@
-"train_run survives a killed process: resume continues from the last checkpoint, with the LR found by the first run."
+"train_run survives a killed process: resume continues from the last checkpoint, with the LR found by the first run,\nand gives the per-epoch losses of a run never interrupted."
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
@@ -62,6 +62,16 @@ def test_kill_then_resume(tmp_path, shared_data):
         assert (out/name).exists(), name
     from unetlearn.export import load_seg_model
     load_seg_model(out)  # the final model loads without the training code
+    assert not (out/'checkpoints').exists()  # after success: one copy of the weights, no optimizer state
+
+    # the same command never interrupted: kill -9 and --resume replay it exactly (random states are in the checkpoint)
+    whole = tmp_path/'whole'
+    r = subprocess.run([sys.executable, str(script), str(whole), str(shared_data/'isbi2012_em')], env=_env(),
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ref = json.loads((whole/'metrics.json').read_text())['history']
+    for k in ('train_loss', 'valid_loss', 'dice'):
+        assert [h[k] for h in rows] == pytest.approx([h[k] for h in ref], abs=1e-5), k
 
 
 def test_cli_epochs_count_every_epoch(tmp_path, shared_data):
