@@ -1,3 +1,4 @@
+from __future__ import annotations
 import os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
@@ -22,9 +23,19 @@ def venv_tool(name):
     return str(p) if p.exists() else shutil.which(name)
 
 
+def missing_data(*names) -> str | None:
+    "Why the real data sets `names` cannot be used here (unetlearn.datasets' message), or None when they all can."
+    from unetlearn.datasets import dataset_path
+    from unetlearn.core import InputError
+    for n in names:
+        try: dataset_path(n, download=False)
+        except InputError as e: return str(e)
+    return None
+
+
 @pytest.fixture
 def shared_data():
     "The real data sets in ../shared/data, or a skip naming what is missing."
-    if not (DATA/'camvid_tiny').exists() or not (DATA/'isbi2012_em').exists():
-        pytest.skip(f"real data not found at {DATA} (it lives beside the repo in this workspace)")
+    why = missing_data('camvid_tiny', 'isbi2012_em')
+    if why: pytest.skip(why)
     return DATA

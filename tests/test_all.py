@@ -18,7 +18,7 @@ def test_no_fastai_name_shadowed():
 def test_unetlearn_names_exported():
     ours = _star('unetlearn.all')
     for n in ('seg_dataloaders', 'SegLearner', 'SegDice', 'save_seg_model', 'load_seg_model', 'predict_files',
-              'fine_tune', 'find_lr', 'train_run', 'pil_image_extensions', 'SegInterpretation'):
+              'fine_tune', 'find_lr', 'train_run', 'pil_image_extensions', 'SegInterpretation', 'dataset_path'):
         assert n in ours, n
     import unetlearn.learner
     assert ours['unet_learner'] is unetlearn.learner.unet_learner

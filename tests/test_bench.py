@@ -1,19 +1,19 @@
 "Every benchmark script runs in --quick mode (a smoke test, not a measurement) and its result renders into a report."
 import json, sys, warnings
 import pytest
-from conftest import ROOT, DATA, run
+from conftest import ROOT, run, missing_data
 
 sys.path.insert(0, str(ROOT/'bench'))
 with warnings.catch_warnings():  # _common silences warnings for benchmark output; keep them for the tests
     from _common import SCRIPTS  # noqa: E402  the list run_all.py and report.py use
 
-NEEDS_DATA = {'data_pipeline', 'quality', 'lr_rule', 'tta', 'memory'}
+NEEDS_DATA = {'data_pipeline', 'quality', 'lr_rule', 'ablation', 'tta', 'memory'}
 
 
 @pytest.mark.parametrize('name', SCRIPTS)
 def test_bench_quick(name, tmp_path):
-    if name in NEEDS_DATA and not (DATA/'isbi2012_em').exists():
-        pytest.skip(f"bench/{name}.py needs the real data at {DATA}")
+    why = missing_data('isbi2012_em') if name in NEEDS_DATA else None
+    if why: pytest.skip(f"bench/{name}.py needs real data: {why}")
     out = tmp_path/f'{name}.json'
     # gpu.py exits with a skip where there is no CUDA; --dry-run-cpu runs its code path on the CPU instead
     extra = ['--dry-run-cpu'] if name == 'gpu' else ['--quick']

@@ -3,6 +3,7 @@
 # `unet_learner` (same signature, segmentation fixes). Everything else fastai exports keeps its meaning (tests/test_all.py).
 from fastai.vision.all import *
 from .core import *
+from .datasets import *
 from .masks import *
 from .pairs import *
 from .splits import *
