@@ -90,15 +90,28 @@ def _ramp(n:int, ov:int, lo:bool, hi:bool) -> np.ndarray:
     if hi and ov: w[n - ov:] = np.minimum(w[n - ov:], r[::-1])
     return w
 
+def _gaussian(n:int) -> np.ndarray:
+    "nnU-Net's importance of a window's pixels along one side: a Gaussian of sigma n/8 around the centre, peak 1, floored."
+    g = np.exp(-.5 * ((np.arange(n, dtype=np.float32) - (n - 1) / 2) / (n / 8)) ** 2)
+    return np.maximum(g / g.max(), 1e-3).astype(np.float32)   # the floor keeps a corner's weight in float32 range
+
 def _starts(n:int, t:int, stride:int) -> list[int]:
     s = list(range(0, n - t + 1, stride))
     if s[-1] + t < n: s.append(n - t)
     return s
 
-def _tiled(seg, a:np.ndarray, tile:int, overlap:int, bs:int, tta, progress=False) -> torch.Tensor:
+def _weights(th:int, tw:int, y:int, x:int, ph:int, pw:int, ov:int, blend:str) -> torch.Tensor:
+    "Blending weights [th, tw] of the tile at (y, x) of a ph x pw image."
+    if blend == 'gaussian': return torch.from_numpy(np.outer(_gaussian(th), _gaussian(tw)))
+    wy = _ramp(th, min(ov, th // 2), y > 0, y + th < ph)
+    wx = _ramp(tw, min(ov, tw // 2), x > 0, x + tw < pw)
+    return torch.from_numpy(np.outer(wy, wx))
+
+def _tiled(seg, a:np.ndarray, tile, overlap:int, bs:int, tta, progress=False, blend:str='ramp') -> torch.Tensor:
     "Probabilities [n_out, ph, pw] of the padded uint8 image `a` (HxWxC, sides multiples of 32) by blended tiles."
+    if blend not in _BLENDS: raise InputError(f"blend must be one of {', '.join(_BLENDS)}, not {blend!r}")
     ph, pw = a.shape[:2]
-    th, tw = min(tile, ph), min(tile, pw)
+    th, tw = (min(t, s) for t, s in zip((tile, tile) if isinstance(tile, int) else tile, (ph, pw)))
     ov = _ceil(overlap) if overlap else 0
     ys, xs = _starts(ph, th, max(32, th - ov)), _starts(pw, tw, max(32, tw - ov))
     acc, wsum = torch.zeros(seg.n_out, ph, pw), torch.zeros(ph, pw)
@@ -109,12 +122,12 @@ def _tiled(seg, a:np.ndarray, tile:int, overlap:int, bs:int, tta, progress=False
         xb = torch.from_numpy(np.stack([a[y:y + th, x:x + tw] for y, x in chunk])).permute(0, 3, 1, 2)
         pb = tta_probs(seg, seg.normalize(xb.to(dev)), tta).float().cpu()
         for (y, x), p in zip(chunk, pb):
-            wy = _ramp(th, min(ov, th // 2), y > 0, y + th < ph)
-            wx = _ramp(tw, min(ov, tw // 2), x > 0, x + tw < pw)
-            w = torch.from_numpy(np.outer(wy, wx))
+            w = _weights(th, tw, y, x, ph, pw, ov, blend)
             acc[:, y:y + th, x:x + tw] += p * w
             wsum[y:y + th, x:x + tw] += w
-    return acc / wsum
+    return acc.div_(wsum)   # in place: one float map per class is all the memory a large image costs
+
+_BLENDS = ('ramp', 'gaussian')
 
 def _bar(it, **kw):
     from fastprogress.fastprogress import progress_bar
@@ -126,13 +139,23 @@ def _auto_tile(tile, h:int, w:int):
     if tile is not None and (int(tile) % 32 or int(tile) < 32): raise InputError(f"tile must be a multiple of 32, not {tile}")
     return None if tile is None or max(h, w) <= int(tile) else int(tile)
 
+def _window(seg, tile, overlap, blend, ph:int, pw:int) -> tuple:
+    "`(tile, overlap, blend)` for a padded ph x pw image: a model trained on patches slides its patch (config `patch`)."
+    patch = seg.config.get('patch')
+    if tile == 'auto' and patch:   # matched to training: patch-size windows, half overlapping, Gaussian-blended
+        t = (int(patch), int(patch)) if isinstance(patch, (int, np.integer)) else tuple(int(s) for s in patch)
+        return (None if ph <= t[0] and pw <= t[1] else t, min(t) // 2 if overlap == 'auto' else overlap,
+                'gaussian' if blend == 'auto' else blend)
+    t = _auto_tile(tile, ph, pw) if seg.config['resize_method'] != 'squish' else None
+    return t, 64 if overlap == 'auto' else overlap, 'ramp' if blend == 'auto' else blend
+
 def _probs_back(p:torch.Tensor, sh:int, sw:int, H:int, W:int) -> torch.Tensor:
     "Crop the padding off probabilities [B, C, ph, pw] and resize them (bilinear) to the original H x W."
     p = p[..., :sh, :sw]
     if (sh, sw) != (H, W): p = F.interpolate(p, size=(H, W), mode='bilinear', align_corners=False)
     return p
 
-def _predict_arrays(seg, arrays:list, tta, tile, overlap:int, bs:int) -> list[torch.Tensor]:
+def _predict_arrays(seg, arrays:list, tta, tile, overlap, bs:int, blend='auto') -> list[torch.Tensor]:
     "Probabilities at original size for uint8 HxWxC arrays, batched by padded size; tiles for large ones."
     out, groups = [None] * len(arrays), {}
     dev = next(seg.parameters()).device
@@ -140,8 +163,8 @@ def _predict_arrays(seg, arrays:list, tta, tile, overlap:int, bs:int) -> list[to
         H, W = a.shape[:2]
         (sh, sw), (ph, pw) = model_geometry(seg, H, W)
         b = _pad_u8(_resize_u8(a, sh, sw), ph, pw)
-        t = _auto_tile(tile, ph, pw) if seg.config['resize_method'] != 'squish' else None
-        if t is not None: out[i] = _probs_back(_tiled(seg, b, t, overlap, bs, tta)[None], sh, sw, H, W)[0]
+        t, ov, bl = _window(seg, tile, overlap, blend, ph, pw)
+        if t is not None: out[i] = _probs_back(_tiled(seg, b, t, ov, bs, tta, blend=bl)[None], sh, sw, H, W)[0]
         else: groups.setdefault((ph, pw), []).append((i, b, sh, sw, H, W))
     for g in groups.values():
         for j in range(0, len(g), bs):
@@ -151,16 +174,16 @@ def _predict_arrays(seg, arrays:list, tta, tile, overlap:int, bs:int) -> list[to
             for (i, _, sh, sw, H, W), p in zip(part, pb): out[i] = _probs_back(p[None], sh, sw, H, W)[0]
     return out
 
-def predict_proba(model, img, tta='none', tile='auto', overlap:int=64, bs:int=4) -> np.ndarray:
+def predict_proba(model, img, tta='none', tile='auto', overlap='auto', bs:int=4, blend='auto') -> np.ndarray:
     "Probabilities `[n_out, H, W]` (float32) of `img` at its original size."
     seg = as_seg_model(model)
     with _train_off(seg), torch.no_grad():
-        return _predict_arrays(seg, [seg.read(img)], tta, tile, overlap, bs)[0].numpy()
+        return _predict_arrays(seg, [seg.read(img)], tta, tile, overlap, bs, blend)[0].numpy()
 
-def predict(model, img, tta='none', threshold:float|None=None, tile='auto', overlap:int=64, bs:int=4) -> np.ndarray:
+def predict(model, img, tta='none', threshold:float|None=None, tile='auto', overlap='auto', bs:int=4, blend='auto') -> np.ndarray:
     "Class-index mask `[H, W]` (uint8) of `img` at its original size."
     seg = as_seg_model(model)
-    return seg.decode(torch.from_numpy(predict_proba(seg, img, tta, tile, overlap, bs)), threshold).numpy()
+    return seg.decode(torch.from_numpy(predict_proba(seg, img, tta, tile, overlap, bs, blend)), threshold).numpy()
 
 # %% ../nbs/20_inference.ipynb #e7489cce
 @dataclass
@@ -232,8 +255,8 @@ def _save_mask(m:np.ndarray, path:Path):
     write_new_file(path, lambda f: Image.fromarray(m).save(f, format='PNG'))
 
 def predict_files(model, items, out=None, bs:int=8, tta='none', threshold:float|None=None, mask_scale:int=1,
-                  with_probs:bool=False, keep:bool=True, tile='auto', overlap:int=64, recurse:bool=True,
-                  progress:bool=True) -> Predictions:
+                  with_probs:bool=False, keep:bool=True, tile='auto', overlap='auto', recurse:bool=True,
+                  progress:bool=True, blend='auto') -> Predictions:
     "Predict a folder or list of images to masks at their original size; unreadable files go to `.failures`."
     seg = as_seg_model(model)
     paths, root = _items(items, recurse)
@@ -251,7 +274,7 @@ def predict_files(model, items, out=None, bs:int=8, tta='none', threshold:float|
                 except Exception as e:  # one bad file must not stop the folder
                     res.failures.append((paths[i], str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"))
             if not good: continue
-            for i, p in zip(good, _predict_arrays(seg, arrays, tta, tile, overlap, bs)):
+            for i, p in zip(good, _predict_arrays(seg, arrays, tta, tile, overlap, bs, blend)):
                 m = seg.decode(p, threshold).numpy()
                 res.items.append(paths[i])
                 if keep: res.masks.append(m)
