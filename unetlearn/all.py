@@ -13,9 +13,11 @@ from .data import *
 from .check import *
 from .metrics import *
 from .losses import *
+from .distributed import *
 from .callbacks import *
 from .learner import *
-from .distributed import *
+from .schedule import *
+from .plots import *
 from .inference import *
 from .export import *
 from .train import *

@@ -240,7 +240,7 @@ def _check_dataset(report, images, masks, same, roots, pattern, codes, mask_mode
 
 def _all_background(dec, s) -> bool:
     "Whether a binary mask's values (from its stats, no re-read) decode to background only."
-    return not dec._map(s.values, s.rep, s.path).any()
+    return not dec.map_raw(s.values, s.rep, s.path).any()
 
 def show_progress(progress=None) -> bool:
     "Whether to draw fastprogress bars: `progress` if given, else only in a notebook or a terminal (never `\\r` frames into a log file)."

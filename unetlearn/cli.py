@@ -392,7 +392,8 @@ def lr_find_command(opts) -> int:
 def _lr_find(opts, data, out) -> int:
     from unetlearn.data import seg_dataloaders
     from unetlearn.learner import unet_learner
-    from unetlearn.train import find_lr, set_precision, set_progress_output
+    from unetlearn.schedule import find_lr, set_precision
+    from unetlearn.train import set_progress_output
     from fastai.torch_core import set_seed
     if is_sample_run(opts): print(f"no --images: the built-in sample data set {data['images']}")
     set_seed(opts.seed)

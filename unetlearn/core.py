@@ -4,14 +4,18 @@
 
 # %% ../nbs/00_core.ipynb #1641a935
 from __future__ import annotations
-import errno, os, re, uuid, warnings
+import errno, math, os, re, uuid, warnings
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
+import torch
+from fastcore.foundation import L
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
 __all__ = ['pil_image_extensions', 'InputError', 'is_image_path', 'is_os_litter', 'get_image_paths', 'open_image', 'read_array',
-           'to_rgb8', 'os_reason', 'writable_folder', 'write_new_file']
+           'to_rgb8', 'os_reason', 'writable_folder', 'atomic_path', 'write_new_file', 'remove_stale_tmp',
+           'save_figure', 'as_hw', 'py_number', 'plain_data', 'load_failure']
 
 # %% ../nbs/00_core.ipynb #124d9971
 class InputError(ValueError):
@@ -122,13 +126,13 @@ def writable_folder(folder, flag:str='--out') -> Path:
         raise InputError(f"cannot write to the output folder {folder}: {os_reason(e)}; choose a folder you can write to ({flag})", folder) from None
     return folder
 
-def write_new_file(path, write) -> Path:
-    "Write `path` as a new file: `write(f)` fills a temporary binary file beside it, renamed onto `path` (a link there is replaced, never followed)."
+@contextmanager
+def atomic_path(path, suffix:str='.tmp'):
+    "A fresh temporary name beside `path` to write under; renamed onto `path` when the block succeeds (a link there is replaced, never followed), deleted when it fails."
     path = Path(path)
-    tmp = path.parent/f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp'
+    tmp = path.parent/f'.{path.name}.{uuid.uuid4().hex[:12]}{suffix}'
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), 0o666)  # umask applies
-        with os.fdopen(fd, 'wb') as f: write(f)
+        yield tmp
         os.replace(tmp, path)
     except BaseException as e:
         try: os.unlink(tmp)
@@ -136,4 +140,67 @@ def write_new_file(path, write) -> Path:
         if isinstance(e, OSError) and not isinstance(e, InputError):
             raise InputError(f"cannot write {path}: {os_reason(e)}", path) from None
         raise
+
+def write_new_file(path, write, parents:bool=False) -> Path:
+    "Write `path` as a new file: `write(f)` fills a temporary binary file beside it, renamed onto `path` (`atomic_path`); `parents`: create the folder first."
+    path = Path(path)
+    if parents: path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), 0o666)  # umask applies
+        with os.fdopen(fd, 'wb') as f: write(f)
     return path
+
+_STALE = re.compile(r'^\..+\.[A-Za-z0-9_]{6,}\.tmp(\.onnx)?$')   # atomic_path's .NAME.RANDOM.tmp (and .tmp.onnx), mkstemp's
+
+def remove_stale_tmp(folder) -> list:
+    "Delete the temporary files a killed writer left in `folder` (`.NAME.XXXX.tmp`, never followed through a link); returns them."
+    folder, gone = Path(folder), []
+    if not folder.is_dir() or folder.is_symlink(): return gone
+    for p in folder.iterdir():
+        if _STALE.match(p.name) and (p.is_symlink() or p.is_file()):
+            try: p.unlink(); gone.append(p)
+            except OSError: pass   # another process' file, or not ours to delete: left alone
+    return gone
+
+def save_figure(fig, path, dpi:int=100) -> Path:
+    "Write the matplotlib figure `fig` as a new PNG file at `path` (its folder created; never through a link)."
+    return write_new_file(path, lambda f: fig.savefig(f, format='png', dpi=dpi), parents=True)
+
+# %% ../nbs/00_core.ipynb #8dcecacd
+def as_hw(size) -> list | None:
+    "`[height, width]` ints from a size given as one number or a pair; None stays None."
+    if size is None: return None
+    return [int(size), int(size)] if isinstance(size, (int, np.integer)) else [int(v) for v in size]
+
+def py_number(v):
+    "A tensor or numpy scalar as a Python float (other numbers too); anything else unchanged."
+    if isinstance(v, torch.Tensor): v = v.item()
+    try: return float(v)
+    except (TypeError, ValueError): return v
+
+def plain_data(o, tensors:bool=False):
+    "`o` as dicts, lists, numbers, strings and None (JSON, non-finite floats as None); `tensors=True`: tensors kept (CPU copies), for `torch.save`."
+    if isinstance(o, dict): return {k if isinstance(k, int) else str(k): plain_data(v, tensors) for k, v in o.items()}
+    if isinstance(o, (list, tuple, L)): return [plain_data(v, tensors) for v in o]
+    if isinstance(o, torch.Tensor): return o.detach().cpu().clone() if tensors else plain_data(o.tolist())
+    if isinstance(o, np.ndarray): return plain_data(o.tolist(), tensors)
+    if isinstance(o, (np.integer, np.floating, np.bool_)): o = o.item()
+    if isinstance(o, Path): return str(o)
+    if isinstance(o, float) and not tensors and not math.isfinite(o): return None
+    return o
+
+# %% ../nbs/00_core.ipynb #4a8e7c7f
+_ANSI = re.compile(r'\x1b\[[0-9;]*m')
+
+def load_failure(e:Exception) -> str:
+    "Why `torch.load(weights_only=True)` refused a file, whole sentences only: for pickled objects, PyTorch's own security warning."
+    msg = _ANSI.sub('', str(e))
+    if 'Weights only load failed' in msg:
+        detail = re.search(r'WeightsUnpickler error: ([^\n]*?)(?: Please use|\n|$)', msg)
+        return ("the file holds pickled Python objects, not only tensors"
+                + (f" ({detail.group(1).strip()})" if detail else '')
+                + ". unetlearn loads weights with torch.load(weights_only=True) and never runs code from a file; PyTorch "
+                "says it could be loaded with weights_only=False, which can run arbitrary code: do those steps only if "
+                "you trust the source of the checkpoint. Re-save it as a plain state_dict")
+    first = msg.strip().splitlines()[0] if msg.strip() else ''
+    return f"{type(e).__name__}: {first[:300]}"

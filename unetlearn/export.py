@@ -4,28 +4,23 @@
 
 # %% ../nbs/21_export.ipynb #f2b3f4e5
 from __future__ import annotations
-import json, math, os, re, sys, uuid, warnings, datetime
+import json, math, os, re, sys, warnings, datetime
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from .core import InputError, open_image, to_rgb8, write_new_file
+from .core import InputError, open_image, to_rgb8, write_new_file, atomic_path, as_hw, plain_data, load_failure
 
 # %% auto #0
-__all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'make_config', 'validate_config', 'build_model', 'read_input', 'SegModel',
-           'as_seg_model', 'save_seg_model', 'read_config', 'load_seg_model', 'export_pickle', 'load_learner_pickle',
-           'check_onnx', 'export_onnx']
+__all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'describe_dynamic_unet', 'make_config', 'validate_config', 'build_model',
+           'read_input', 'SegModel', 'as_seg_model', 'save_seg_model', 'read_config', 'load_seg_model', 'export_pickle',
+           'load_learner_pickle', 'eval_mode', 'check_onnx', 'export_onnx']
 
 # %% ../nbs/21_export.ipynb #39e0fda3
 MODEL_FORMAT, MODEL_FORMAT_VERSION = 'unetlearn.model', 1
 _RESIZE_METHODS = ('squish', 'crop', 'pad', 'none')
-
-def _pair(s):
-    if s is None: return None
-    if isinstance(s, (int, np.integer)): return [int(s), int(s)]
-    return [int(v) for v in s]
 
 def _is_dynamic_unet(m) -> bool:
     from fastai.vision.models.unet import DynamicUnet
@@ -53,7 +48,7 @@ def _resnet_name(encoder) -> str | None:
              ((3,4,23,3), True): 'resnet101', ((3,8,36,3), True): 'resnet152'}
     return names.get((counts, bottle))
 
-def _describe_dynamic_unet(m) -> dict:
+def describe_dynamic_unet(m) -> dict:
     "Constructor arguments of a fastai `DynamicUnet`, read off its modules."
     from fastai.vision.models.unet import UnetBlock
     from fastai.layers import SelfAttention, MergeLayer, ResBlock, SigmoidRange
@@ -104,7 +99,7 @@ def _dls_info(dls) -> dict:
         info['std'] = [float(v) for v in torch.as_tensor(norm[0].std).flatten()]
     rs = [t for t in _tfms(dl, 'after_item') if isinstance(t, (Resize, RandomResizedCrop))]
     if rs:
-        info['size'] = _pair(rs[0].size)
+        info['size'] = as_hw(rs[0].size)
         info['resize_method'] = str(getattr(rs[0], 'method', 'crop'))
     info.update({k: v for k, v in (getattr(dls, 'seg_config', None) or {}).items()})
     return info
@@ -119,7 +114,7 @@ def _translate(cfg:dict) -> dict:
         cfg['mask'] = {'mode': mm.get('mask_mode', 'auto'), 'foreground': mm.get('foreground'),
                        'colours': mm.get('colours'), 'values': mm.get('values')}
     for k in ('size', 'img_size'):
-        if k in cfg: cfg[k] = _pair(cfg[k])
+        if k in cfg: cfg[k] = as_hw(cfg[k])
     return cfg
 
 # %% ../nbs/21_export.ipynb #6d01c66a
@@ -147,8 +142,8 @@ def _complete(cfg:dict) -> dict:
     c.setdefault('self_attention', False); c.setdefault('model_kwargs', {}); c.setdefault('encoder', None)
     c.setdefault('ignore_index', None); c.setdefault('mean', None); c.setdefault('std', None)
     c.setdefault('size', None); c.setdefault('mask', None)
-    c['size'] = _pair(c['size'])
-    c['img_size'] = _pair(c.get('img_size') or c['size'] or 64)
+    c['size'] = as_hw(c['size'])
+    c['img_size'] = as_hw(c.get('img_size') or c['size'] or 64)
     rm = c.get('resize_method') or 'none'
     rm = {'squash': 'squish'}.get(rm, rm)  # fastai spells it ResizeMethod.Squish
     if rm not in _RESIZE_METHODS: raise InputError(f"config resize_method must be one of {_RESIZE_METHODS}, not {rm!r}")
@@ -167,7 +162,7 @@ def make_config(obj, config:dict|None=None) -> dict:
         base.update(_translate(_dls_info(obj.dls)))
         base.update(_translate(getattr(obj, 'unet_config', None) or {}))  # unetlearn.learner records its arguments
     if _is_dynamic_unet(model):
-        desc = _describe_dynamic_unet(model)
+        desc = describe_dynamic_unet(model)
         arch = getattr(obj, 'arch', None)  # a Learner's encoder function (fastai stores it), when known
         if arch is not None and model is not obj: desc['arch'] = arch if isinstance(arch, str) else getattr(arch, '__name__', desc['arch'])
     elif _is_smp(model):
@@ -565,19 +560,6 @@ def as_seg_model(obj, config:dict|None=None) -> SegModel:
     raise InputError(f"cannot use a {type(obj).__name__} as a model; pass a run folder, a Learner or a network")
 
 # %% ../nbs/21_export.ipynb #878bea90
-def _atomic(path:Path, write):
-    "`write(f)` fills a new file that replaces `path` whole (`core.write_new_file`: umask's mode, a link replaced, never followed)."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_new_file(path, write)
-
-def _jsonable(o):
-    if isinstance(o, (np.integer,)): return int(o)
-    if isinstance(o, (np.floating,)): return float(o)
-    if isinstance(o, (np.ndarray, torch.Tensor)): return o.tolist()
-    if isinstance(o, Path): return str(o)
-    if isinstance(o, tuple): return list(o)
-    raise TypeError(f"config value {o!r} ({type(o).__name__}) cannot be written to JSON; pass plain numbers/strings/lists")
-
 def save_seg_model(learn_or_model, run_dir, config:dict|None=None, name:str='model') -> Path:
     """Write `{name}.pth` (state_dict) and `config.json` for a Learner / network / `SegModel` into `run_dir`; returns `run_dir`.
     An smp model also gets `model.safetensors` and smp's fields in `config.json`: `smp.from_pretrained(run_dir)` loads it."""
@@ -591,14 +573,14 @@ def save_seg_model(learn_or_model, run_dir, config:dict|None=None, name:str='mod
     cfg['versions'] = _versions()
     cfg['saved'] = datetime.datetime.now().isoformat(timespec='seconds')
     if cfg['framework'] == 'smp': cfg.update(_smp_block(cfg))   # smp.from_pretrained(run_dir) reads these
-    validate_config(json.loads(json.dumps(cfg, default=_jsonable)))   # never write a config that load_seg_model refuses
-    text = json.dumps(cfg, indent=2, default=_jsonable)
-    sd = {k: v.detach().cpu().clone() for k, v in seg.model.state_dict().items()}
-    _atomic(run_dir/f'{name}.pth', lambda f: torch.save(sd, f))
+    validate_config(json.loads(json.dumps(plain_data(cfg))))   # never write a config that load_seg_model refuses
+    text = json.dumps(plain_data(cfg), indent=2)
+    sd = plain_data(seg.model.state_dict(), tensors=True)
+    write_new_file(run_dir/f'{name}.pth', lambda f: torch.save(sd, f), parents=True)
     if cfg['framework'] == 'smp':
         from safetensors.torch import save
-        _atomic(run_dir/'model.safetensors', lambda f: f.write(save({k: v.contiguous() for k, v in sd.items()}, metadata={'format': 'pt'})))
-    _atomic(run_dir/'config.json', lambda f: f.write(text.encode()))
+        write_new_file(run_dir/'model.safetensors', lambda f: f.write(save({k: v.contiguous() for k, v in sd.items()}, metadata={'format': 'pt'})), parents=True)
+    write_new_file(run_dir/'config.json', lambda f: f.write(text.encode()), parents=True)
     return run_dir
 
 def _smp_block(cfg:dict) -> dict:
@@ -662,7 +644,6 @@ def load_seg_model(run_dir, device=None, name:str='model', config:dict|None=None
             sd = load_file(str(wp), device='cpu')
         else: sd = torch.load(wp, map_location='cpu', weights_only=True)
     except Exception as e:
-        from unetlearn.train import load_failure
         raise InputError(f"{wp} cannot be loaded as weights: {load_failure(e)}", wp) from None
     model = build_model(cfg)
     try: model.load_state_dict(sd, strict=True)
@@ -704,14 +685,16 @@ class _OnnxNet(nn.Module):
         y = self.seg(x)
         return self.seg.activation(y) if self.act else y
 
-class _train_off:
-    "Eval mode inside, the caller's mode restored after."
+class eval_mode:
+    "Context manager: `m` in eval mode inside, every submodule's own mode restored after (a frozen BatchNorm stays frozen)."
     def __init__(self, m): self.m = m
     def __enter__(self):
         self.modes = [(mm, mm.training) for mm in self.m.modules()]
         self.m.eval()
     def __exit__(self, *a):
         for mm, t in self.modes: mm.training = t
+
+_train_off = eval_mode   # its old private name (unetlearn.inference imports it)
 
 def _onnx_inputs(seg, x, preprocess):
     return x if preprocess else ((torch.as_tensor(x) - seg.mean.cpu()) / seg.std.cpu())
@@ -727,7 +710,7 @@ def check_onnx(path, model, sizes=((64, 64), (96, 128)), batch:int=2, preprocess
     for h, w in sizes:
         x = torch.rand(batch, seg.n_in, h, w, generator=g)
         got = sess.run(None, {name: x.numpy()})[0]
-        with _train_off(seg), torch.no_grad():
+        with eval_mode(seg), torch.no_grad():
             dev = next(seg.parameters()).device
             ref = net(x.to(dev)).cpu().numpy()
         if got.shape != ref.shape: raise AssertionError(f"ONNX output shape {got.shape} != PyTorch {ref.shape} for input {(h, w)}")
@@ -741,25 +724,21 @@ def export_onnx(model, path, preprocess:bool=True, activation:bool=True, opset:i
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # exported, labelled and checked under a temporary name, then renamed: `path` is a complete, checked model or untouched
-    tmp = path.parent/f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp.onnx'
-    try:
+    with atomic_path(path, suffix='.tmp.onnx') as tmp:
         _export_onnx(seg, tmp, preprocess, activation, opset, dynamo, example_size, verbose)
         if check:
             err = check_onnx(tmp, seg, preprocess=preprocess, activation=activation)
             if err > atol: raise AssertionError(f"ONNX output differs from PyTorch by {err:.2e} (> atol {atol:.0e})")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
     return path
 
 def _export_onnx(seg, path, preprocess, activation, opset, dynamo, example_size, verbose):
     net = _OnnxNet(seg, preprocess, activation)
-    h, w = (_pair(example_size) or [64, 64])
+    h, w = (as_hw(example_size) or [64, 64])
     dev = next(seg.parameters()).device
     x = torch.rand(2, seg.n_in, h, w, device=dev)
     out_name = 'probs' if activation else 'logits'
     errors = []
-    with _train_off(seg), torch.no_grad(), warnings.catch_warnings():
+    with eval_mode(seg), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         for dyn in ([False, True] if dynamo is None else [dynamo]):
             try:
@@ -778,7 +757,7 @@ def _export_onnx(seg, path, preprocess, activation, opset, dynamo, example_size,
         else: raise RuntimeError("ONNX export failed: " + ' | '.join(errors))
     import onnx
     m = onnx.load(str(path))
-    onnx.helper.set_model_props(m, {'unetlearn_config': json.dumps(seg.config, default=_jsonable),
+    onnx.helper.set_model_props(m, {'unetlearn_config': json.dumps(plain_data(seg.config)),
                                     'unetlearn_input': 'pixels 0..1' if preprocess else 'normalised',
                                     'unetlearn_output': out_name})
     onnx.save(m, str(path))

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+from fastcore.basics import patch
 from PIL import Image
 from .core import InputError, open_image, read_array
 
@@ -200,7 +201,8 @@ def _lookup(self, raw, path, packed):
                          f"not in the {what} table ({len(self._keys)} entries); {fix} or fix the mask", path)
     return self._cls[idx]
 
-def _map(self, raw:np.ndarray, rep:str, path=None) -> np.ndarray:
+@patch
+def map_raw(self:MaskDecoder, raw:np.ndarray, rep:str, path=None) -> np.ndarray:
     "Map raw values in representation `rep` ('grey' | 'packed') to class indices (int64)."
     mode = self.mode
     if mode == 'binary':
@@ -242,10 +244,9 @@ def _lossy(path) -> bool:
     "Whether the mask file at `path` is stored lossily (JPEG), so that small values are noise."
     return path is not None and Path(path).suffix.lower() in ('.jpg', '.jpeg', '.jpe', '.jfif')
 
-MaskDecoder._map = _map
-
 # %% ../nbs/01_masks.ipynb #38c3c127
-def _decode(self, img, path=None) -> np.ndarray:
+@patch
+def decode(self:MaskDecoder, img, path=None) -> np.ndarray:
     "Class indices (HxW uint8) of a PIL image or numpy array `img` (HxW values, or HxWx3/4 colours)."
     if self.mode == 'auto':
         st = MaskStats.from_image(img if isinstance(img, Image.Image) else _to_pil(img), path)
@@ -259,7 +260,7 @@ def _decode(self, img, path=None) -> np.ndarray:
         elif a.ndim == 3 and a.shape[-1] == 1: raw, rep = a[..., 0], 'grey'
         elif a.ndim == 2: raw, rep = a, 'grey'
         else: raise InputError(f"mask {path} has shape {a.shape}; expected HxW or HxWx3", path)
-    return self._map(raw, rep, path).astype(np.uint8)
+    return self.map_raw(raw, rep, path).astype(np.uint8)
 
 def _to_pil(a):
     a = np.asarray(a)
@@ -268,8 +269,6 @@ def _to_pil(a):
     if a.dtype == np.uint16: return Image.fromarray(a)
     if a.dtype == bool or (np.issubdtype(a.dtype, np.integer) and a.min() >= 0 and a.max() <= 255): return Image.fromarray(a.astype(np.uint8))
     return Image.fromarray(a.astype(np.int32))
-
-MaskDecoder.decode = _decode
 
 # %% ../nbs/01_masks.ipynb #c47ec4dc
 def infer_scale(scan:MaskScan) -> int:
@@ -332,13 +331,13 @@ def infer_codes(decoder:MaskDecoder, scan:MaskScan=None) -> list:
         for v, k in decoder.values: names.setdefault(k, str(v))
         return [names.get(i, str(i)) for i in range(n)]
     if decoder.n_classes is not None: return [str(i) for i in range(decoder.n_classes)]
-    if scan is None or len(scan.values) == 0: raise ValueError("cannot infer codes without a scan of the masks")
+    if scan is None or len(scan.values) == 0: raise InputError("cannot infer the class names without a scan of the masks; pass codes= (one name per class)")
     return [str(i) for i in range(int(scan.values.max()) + 1)]
 
 # %% ../nbs/01_masks.ipynb #4ed8d394
-@classmethod
-def _from_scan(cls, scan:MaskScan, codes:list=None, mode:str='auto', foreground=None, colours=None, values=None,
-               n_classes:int=None) -> MaskDecoder:
+@patch(cls_method=True)
+def from_scan(cls:MaskDecoder, scan:MaskScan, codes:list=None, mode:str='auto', foreground=None, colours=None, values=None,
+              n_classes:int=None) -> MaskDecoder:
     "A decoder for the masks in `scan`, everything not given inferred from the data; `.codes` is set."
     codes = read_codes(codes)
     n = len(codes) if codes is not None else n_classes
@@ -358,34 +357,32 @@ def _from_scan(cls, scan:MaskScan, codes:list=None, mode:str='auto', foreground=
                                             "pass codes=, mask_mode= or values= to say what the values mean")
     return d
 
-def _check(self, scan:MaskScan) -> list:
+@patch
+def check(self:MaskDecoder, scan:MaskScan) -> list:
     "Every file in `scan` holding a value that is not a class: list of `(path, message)`."
     bad = []
     for f in scan.files:
         try:
-            if self.mode == 'rgb': self._map(f.colour_values().astype(np.int64), 'packed', f.path)
-            else: self._map(f.values, f.rep, f.path)
+            if self.mode == 'rgb': self.map_raw(f.colour_values().astype(np.int64), 'packed', f.path)
+            else: self.map_raw(f.values, f.rep, f.path)
         except InputError as e: bad.append((f.path, str(e)))
     return bad
 
-MaskDecoder.from_scan, MaskDecoder.check = _from_scan, _check
-
 # %% ../nbs/01_masks.ipynb #c2b4bae8
-def _config(self) -> dict:
+@patch
+def config(self:MaskDecoder) -> dict:
     "JSON-serialisable settings that rebuild this decoder with `MaskDecoder.from_config`."
     return dict(mode=self.mode, foreground=self.foreground, scale=self.scale, n_classes=self.n_classes, codes=self.codes,
                 colours=None if self.colours is None else [[*_unpack(c), k] for c, k in self.colours],
                 values=None if self.values is None else [[v, k] for v, k in self.values])
 
-@classmethod
-def _from_config(cls, cfg:dict) -> MaskDecoder:
+@patch(cls_method=True)
+def from_config(cls:MaskDecoder, cfg:dict) -> MaskDecoder:
     "Rebuild a decoder from `MaskDecoder.config()`."
     col = None if cfg.get('colours') is None else {tuple(c[:3]): c[3] for c in cfg['colours']}
     val = None if cfg.get('values') is None else {v: k for v, k in cfg['values']}
     return cls(cfg['mode'], foreground=cfg.get('foreground'), colours=col, values=val,
                n_classes=cfg.get('n_classes'), scale=cfg.get('scale'), codes=cfg.get('codes'))
-
-MaskDecoder.config, MaskDecoder.from_config = _config, _from_config
 
 # %% ../nbs/01_masks.ipynb #36576dd6
 def read_codes(codes) -> list | None:

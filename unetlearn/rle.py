@@ -4,11 +4,11 @@
 
 # %% ../nbs/04_rle.ipynb #866b05dc
 from __future__ import annotations
-import os, tempfile
+import os
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .core import InputError, get_image_paths, read_array, is_image_path
+from .core import InputError, get_image_paths, read_array, is_image_path, write_new_file
 from .masks import MaskDecoder
 
 # %% auto #0
@@ -60,17 +60,6 @@ def rle_decode(rle, shape, order:str='F', start:int=1, value:int=1, dtype=np.uin
     return out.reshape((h, w), order=order)
 
 # %% ../nbs/04_rle.ipynb #d459fbf5
-def _atomic_write_text(path, text):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', newline='') as f: f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-
 def masks_to_csv(masks, csv, order:str='F', start:int=1, id_col:str='id', rle_col:str='rle_mask',
                  ids=None, decode=None, foreground=None):
     "Write a CSV (`id_col`, `rle_col`) with the RLE of each mask in folder / list `masks`; returns the DataFrame."
@@ -82,7 +71,7 @@ def masks_to_csv(masks, csv, order:str='F', start:int=1, id_col:str='id', rle_co
     decode = decode or MaskDecoder('binary', foreground=foreground)
     rows = [(ids(p), rle_encode(decode(p), order, start)) for p in paths]
     df = pd.DataFrame(rows, columns=[id_col, rle_col])
-    _atomic_write_text(csv, df.to_csv(index=False))
+    write_new_file(csv, lambda f: f.write(df.to_csv(index=False).encode()), parents=True)
     return df
 
 # %% ../nbs/04_rle.ipynb #d1ef7bc6
