@@ -165,6 +165,11 @@ class TrainHistory(TrainedEpochs, Callback):
         self.rows, self.iters = list(s['rows']), list(s['iters'])
 
 # %% ../nbs/13_callbacks.ipynb #80ffcaa2
+def _model_file(learn, fname) -> Path:
+    "`fname` itself when it names a folder too, else in the Learner's `path/model_dir`, where fastai's `save` puts models."
+    p = Path(fname)
+    return p if p.is_absolute() or p.parent != Path('.') else learn.path/learn.model_dir/p
+
 class _Tracker(TrainedEpochs, TrackerCallback):
     "TrackerCallback that keeps its best across fits, ignores `validate()`, and says which values can be monitored."
     skip_lr_find = True
@@ -195,9 +200,7 @@ class BestModelCallback(_Tracker):
         super().__init__(monitor, comp, min_delta)
         self.fname, self.load_best, self.verbose, self.min_epoch = fname, load_best, verbose, min_epoch
     @property
-    def path(self) -> Path:
-        p = Path(self.fname)
-        return p if p.is_absolute() or p.parent != Path('.') else self.learn.path/self.learn.model_dir/p
+    def path(self) -> Path: return _model_file(self.learn, self.fname)
     def eligible(self) -> bool:
         "Whether the epoch that just trained may be crowned: past the warm-up and without a loss spike."
         dm = getattr(self.learn, 'divergence_monitor', None)
@@ -279,9 +282,7 @@ class LastCheckpoint(TrainedEpochs, Callback):
     order, skip_lr_find = TrackerCallback.order + 2, True  # after BestModelCallback, before EarlyStop can cancel
     def __init__(self, fname='last.pth'): self.fname = fname
     @property
-    def path(self) -> Path:
-        p = Path(self.fname)
-        return p if p.is_absolute() or p.parent != Path('.') else self.learn.path/self.learn.model_dir/p
+    def path(self) -> Path: return _model_file(self.learn, self.fname)
     def before_fit(self): self.run = not hasattr(self.learn, 'lr_finder') and not hasattr(self.learn, 'gather_preds')
     def after_epoch(self):
         if not self.trained_epoch: return
