@@ -252,6 +252,10 @@ class StopOnNaN(TrainedEpochs, Callback):
 # %% ../nbs/13_callbacks.ipynb #32d7c827
 def _mt(state) -> torch.Tensor: return torch.tensor(list(state), dtype=torch.int64)
 
+def _rng_of(dl):
+    "The random generator that shuffles `dl` (fastai's `DistributedDL` shuffles through the DataLoader it wraps)."
+    return getattr(dl, 'dl', dl).rng
+
 def rng_states(dls=None) -> dict:
     "The random states a resumed run needs to replay an uninterrupted one (Python's, numpy's, torch's, CUDA's, each of `dls`' DataLoaders'), as tensors and numbers: `torch.load(weights_only=True)` reads them."
     v, mt, g = random.getstate()
@@ -260,7 +264,7 @@ def rng_states(dls=None) -> dict:
              numpy=dict(key=_mt(key), pos=int(pos), has_gauss=int(has_gauss), gauss=float(gauss)))
     if torch.cuda.is_available() and torch.cuda.is_initialized(): s['cuda'] = torch.cuda.get_rng_state_all()
     if dls is not None:
-        s['dataloaders'] = [dict(version=st[0], state=_mt(st[1]), gauss=st[2]) for st in (dl.rng.getstate() for dl in dls.loaders)]
+        s['dataloaders'] = [dict(version=st[0], state=_mt(st[1]), gauss=st[2]) for st in (_rng_of(dl).getstate() for dl in dls.loaders)]
     return s
 
 def _py(d): return (d['version'], tuple(int(x) for x in d['state'].tolist()), d['gauss'])
@@ -274,7 +278,7 @@ def set_rng_states(s:dict, dls=None):
     if s.get('cuda') is not None and torch.cuda.is_available() and len(s['cuda']) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(s['cuda'])
     if dls is not None and len(s.get('dataloaders') or []) == len(dls.loaders):
-        for dl, st in zip(dls.loaders, s['dataloaders']): dl.rng.setstate(_py(st))
+        for dl, st in zip(dls.loaders, s['dataloaders']): _rng_of(dl).setstate(_py(st))
 
 # %% ../nbs/13_callbacks.ipynb #be359a58
 class LastCheckpoint(TrainedEpochs, Callback):
