@@ -116,6 +116,8 @@ def evaluate(recipe:str, learn, s) -> dict:
 # Cached runs are reused only under the same recipe version: bump it with every change to the library that can change
 # a training result (recipe, loss, data pipeline, LR rule), so that no figure comes from older code.
 RECIPE_VERSION = 'issue9-1'
+# The plain-fastai runs depend on fastai and on `evaluate` only: their own version, bumped when either changes.
+PLAIN_VERSION = 'issue9-1'
 
 
 class RunCache:
@@ -125,7 +127,8 @@ class RunCache:
         if self.path is not None and self.path.exists():
             for line in self.path.read_text().splitlines():
                 r = json.loads(line); self.rows[r['key']] = r
-    def key(self, **k) -> str: return json.dumps(dict(k, recipe_version=RECIPE_VERSION), sort_keys=True)
+    def key(self, **k) -> str:
+        return json.dumps(dict(k, recipe_version=PLAIN_VERSION if k.get('recipe') == 'plain' else RECIPE_VERSION), sort_keys=True)
     def get(self, key): return self.rows.get(key)
     def put(self, key, row):
         row = dict(row, key=key); self.rows[key] = row

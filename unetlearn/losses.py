@@ -93,28 +93,41 @@ class SegBCELoss(SegLoss):
 
 # %% ../nbs/11_losses.ipynb #e944d792
 class SoftDiceLoss(SegLoss):
-    "1 - soft Dice, mean over images and scored classes (binary: foreground; multi-class: all), with `ignore_index`."
+    "1 - soft Dice over scored classes (binary: foreground; multi-class: all), per image or over the whole batch (`batch_dice`)."
     def __init__(self, include_background:bool|None=None, ignore_index:int|None=None, smooth:float=1.,
-                 threshold:float=0.5, reduction:str='mean'):
+                 threshold:float=0.5, reduction:str='mean', batch_dice:bool=False):
         super().__init__(ignore_index, threshold, reduction)
-        self.include_background, self.smooth = include_background, smooth
+        self.include_background, self.smooth, self.batch_dice = include_background, smooth, batch_dice
 
-    def per_image_class(self, pred, targ):
-        "Soft Dice `[B,K]` of each image and scored class."
+    def _probs_onehot(self, pred, targ):
+        "Probabilities and one-hot targets `[B,C,H,W]`, both zero at ignored pixels."
         pred, targ, valid = self._prep(pred, targ)
         if pred.shape[1] == 1:
             p1 = torch.sigmoid(pred)
             probs = torch.cat([1 - p1, p1], 1)
         else: probs = F.softmax(pred, dim=1)
-        C = probs.shape[1]
         m = valid[:, None].float()
-        onehot = F.one_hot(targ, C).permute(0, 3, 1, 2).float()*m
-        probs = probs*m
-        inter, card = (probs*onehot).sum((2, 3)), (probs + onehot).sum((2, 3))
-        dice = (2*inter + self.smooth)/(card + self.smooth)
-        return dice[:, scored_classes(C, self.include_background, self.ignore_index)]
+        return probs*m, F.one_hot(targ, probs.shape[1]).permute(0, 3, 1, 2).float()*m
+
+    def _dice(self, probs, onehot, dims):
+        "Soft Dice of each scored class, summed over `dims`; also the target area of each scored class."
+        inter, card = (probs*onehot).sum(dims), (probs + onehot).sum(dims)
+        sc = scored_classes(probs.shape[1], self.include_background, self.ignore_index)
+        return ((2*inter + self.smooth)/(card + self.smooth))[..., sc], onehot.sum(dims)[..., sc]
+
+    def per_image_class(self, pred, targ):
+        "Soft Dice `[B,K]` of each image and scored class."
+        return self._dice(*self._probs_onehot(pred, targ), (2, 3))[0]
+
+    def batch_class(self, pred, targ):
+        "Soft Dice `[K]` of each scored class over the whole batch, and which of them occur in the batch's targets."
+        dice, area = self._dice(*self._probs_onehot(pred, targ), (0, 2, 3))
+        return dice, area > 0
 
     def __call__(self, pred, targ):
+        if self.batch_dice and self.reduction != 'none':  # one value per image ('none') needs the per-image form
+            dice, present = self.batch_class(pred, targ)
+            return 1 - (dice[present] if present.any() else dice).mean()
         per_image = 1 - self.per_image_class(pred, targ).mean(1)
         if self.reduction == 'none': return per_image
         if self.reduction == 'sum': return per_image.sum()
