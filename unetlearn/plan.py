@@ -16,8 +16,8 @@ from .check import check_pairs
 from .data import _resolve_pairs, _ignore
 
 # %% auto #0
-__all__ = ['THROUGHPUT', 'RESIZE_LOSS', 'components', 'resize_back_dice', 'Fingerprint', 'fingerprint', 'Plan', 'plan_training',
-           'plan_command', 'apply_plan']
+__all__ = ['THROUGHPUT', 'RESIZE_LOSS', 'THIN', 'components', 'resize_back_dice', 'thin_share', 'Fingerprint', 'fingerprint',
+           'Plan', 'plan_training', 'plan_command', 'apply_plan']
 
 # %% ../nbs/09_plan.ipynb #b0c1e007
 def components(mask:np.ndarray, max_side:int=256) -> np.ndarray:
@@ -57,6 +57,17 @@ def resize_back_dice(mask:np.ndarray, size, n_classes:int, ignore_index=None) ->
         if a.any(): ds.append(2 * float((a & b).sum()) / float(a.sum() + b.sum()))
     return float(np.mean(ds)) if ds else 1.
 
+def thin_share(mask:np.ndarray, classes, r:int=2) -> tuple:
+    """`(edge, total)` pixel counts of `classes` in a label mask: `edge` counts the pixels within `r` px of another class
+    (not left after an erosion by `r`); `edge / total` near 1 means thin structures (membranes, vessels, cracks)."""
+    t, edge, total = torch.from_numpy(np.asarray(mask, dtype=np.int64)), 0., 0.
+    for c in classes:
+        x = (t == c).float()[None, None]
+        if not x.any(): continue
+        eroded = -F.max_pool2d(-x, 2 * r + 1, 1, r)   # a min-pool; the image border counts as inside
+        edge += float((x - eroded).sum()); total += float(x.sum())
+    return edge, total
+
 # %% ../nbs/09_plan.ipynb #b0c1e012
 @dataclass
 class Fingerprint:
@@ -72,6 +83,7 @@ class Fingerprint:
     object_px: list             # areas of foreground objects (8-connected, per class), native pixels, sorted
     n_sampled: int
     resize_dice: dict = field(default_factory=dict)   # (h, w) -> mean `resize_back_dice` over the sampled masks
+    thin: float = 0.             # share of the foreground pixels within 2 px of another class (`thin_share`)
 
     @property
     def rarest(self) -> float:
@@ -103,19 +115,20 @@ def fingerprint(images, masks=None, pattern=None, codes=None, mask_mode:str='aut
     hw = np.array([_header_size(p) for p in pairs.images])
     pick = np.unique(np.linspace(0, len(pairs.images) - 1, min(sample, len(pairs.images))).round().astype(int))
     n = len(dec.codes)
-    counts, objects, rd = np.zeros(n), [], {tuple(s): [] for s in sizes}
+    counts, objects, rd, edge, total = np.zeros(n), [], {tuple(s): [] for s in sizes}, 0., 0.
     for i in pick:
         m = np.asarray(dec(pairs.masks[i]))
         counts += np.bincount(m.ravel(), minlength=n)[:n]
-        for c in np.unique(m):
-            if c != ii and (c > 0 or n > 2): objects += list(components(m == c))
+        fg = [c for c in np.unique(m) if c != ii and (c > 0 or n > 2)]
+        for c in fg: objects += list(components(m == c))
+        e, t = thin_share(m, fg); edge += e; total += t
         for s in rd: rd[s].append(resize_back_dice(m, _fit(s, m.shape), n, ii))
     if ii is not None and ii < n: counts[ii] = 0
     med = tuple(int(v) for v in np.median(hw, 0))
     return Fingerprint(len(pairs.images), med, tuple(int(v) for v in hw.min(0)), tuple(int(v) for v in hw.max(0)),
                        max(_channels(pairs.images[i]) for i in pick[:8]), list(map(str, dec.codes)), ii,
                        list(counts / max(counts.sum(), 1)), sorted(int(a) for a in objects), len(pick),
-                       {s: float(np.mean(v)) for s, v in rd.items()})
+                       {s: float(np.mean(v)) for s, v in rd.items()}, edge / max(total, 1.))
 
 def _fit(size, shape) -> tuple:
     "`size` (h, w) with the aspect ratio of `shape`: the longer side of the image to the longer side of `size`."
@@ -128,6 +141,7 @@ def _fit(size, shape) -> tuple:
 # conservative figure for one recent GPU (an H100 does several times more)
 THROUGHPUT = {'cpu': 8 * 128 * 128, 'cuda': 400 * 256 * 256}
 RESIZE_LOSS = 0.03   # resize when the masks themselves lose less Dice than this through the resize and back
+THIN = 0.5           # ... and also when they lose more, unless the structures are thin (share of pixels near an edge)
 
 @dataclass
 class Plan:
@@ -161,7 +175,8 @@ class Plan:
         f = self.fingerprint
         lines = [f"data: {f.n_images} images, median {f.median_size[1]}x{f.median_size[0]} px (from {f.min_size[1]}x{f.min_size[0]} "
                  f"to {f.max_size[1]}x{f.max_size[0]}), {'grey' if f.channels == 1 else 'colour'}, {len(f.codes)} classes, "
-                 f"rarest class {f.rarest * 100:.2g}% of pixels, {len(f.object_px)} objects in {f.n_sampled} masks"]
+                 f"rarest class {f.rarest * 100:.2g}% of pixels, {len(f.object_px)} objects in {f.n_sampled} masks, "
+                 f"{f.thin:.0%} of the foreground within 2 px of an edge"]
         what = {'mode': self.mode, 'patch': self.patch, 'size': self.size, 'bs': self.bs, 'arch': self.arch,
                 'loss': self.loss, 'epochs': self.epochs, 'fg_rate': round(self.fg_rate, 3)}
         for k, r in self.reasons.items():
@@ -194,22 +209,28 @@ def plan_training(images, masks=None, device:str='cpu', minutes:float=10, patter
     scale = max(size) / max(fp.median_size)
     small = fp.small_objects(scale)
     R = {}
+    damage = (f"resizing to {size[1]}x{size[0]} and back costs the true masks {loss_r:.3f} Dice and leaves {small:.0%} of the "
+              "objects under 4 px")
+    cover = side * side / (fp.median_size[0] * fp.median_size[1])
     if scale >= 1:
         mode, R['mode'] = 'resize', f"images are no larger than {side} px: whole images at native scale, nothing to cut"
-    elif loss_r > RESIZE_LOSS or small > .1:
+    elif loss_r <= RESIZE_LOSS and small <= .1:
+        mode, R['mode'] = 'resize', f"{damage}: little to lose, and whole resized images give all the context for the same cost"
+    elif fp.thin > THIN or cover >= .25:
         mode = 'patch'
-        R['mode'] = (f"resizing to {size[1]}x{size[0]} and back costs the true masks {loss_r:.3f} Dice (> {RESIZE_LOSS}) and leaves "
-                     f"{small:.0%} of the objects under 4 px: train on native-resolution patches")
+        R['mode'] = (f"{damage}, and " + (f"{fp.thin:.0%} of the foreground is within 2 px of an edge (thin structures, "
+                     "recognised from local texture)" if fp.thin > THIN else f"a patch covers {cover:.0%} of an image")
+                     + ": train on native-resolution patches")
     else:
         mode = 'resize'
-        R['mode'] = (f"the masks survive a resize to {size[1]}x{size[0]} and back (Dice loss {loss_r:.3f} <= {RESIZE_LOSS}, "
-                     f"{small:.0%} of objects under 4 px): whole resized images give all the context for the same cost")
+        R['mode'] = (f"{damage}, but only {fp.thin:.0%} of the foreground is within 2 px of an edge: the damage is in a few small "
+                     f"classes, while the large regions need the context a {side} px patch ({cover:.0%} of an image) lacks")
     patch = (min(side, _side(fp.median_size[0])), min(side, _side(fp.median_size[1]))) if mode == 'patch' else None
     R['patch' if mode == 'patch' else 'size'] = (
         f"{'GPU' if device == 'cuda' else 'CPU'} with {minutes:g} min: "
         + ("the largest patch (up to 512 px) that fits the image, as nnU-Net does" if device == 'cuda' else
            f"{side} px keeps enough optimiser steps in the budget") + f"; median image {fp.median_size[1]}x{fp.median_size[0]}")
-    area = (patch[0] * patch[1]) if patch else size[0] * size[1]
+    area = side * side   # the same batch for a patch and a resized image of one side
     bs = int(np.clip(round(8 * 128 * 128 / area) if device == 'cpu' else round(32 * 256 * 256 / area), 2, 32))
     R['bs'] = f"about {bs * area / 1e6:.2f} Mpx per batch on {device}; at least 2, as nnU-Net (BatchNorm needs a few samples)"
     arch = 'smp:Unet:resnet18' if device == 'cpu' else 'smp:Unet:resnet34'
