@@ -156,6 +156,8 @@ def main():
     p.add_argument('--budget', type=float, default=None, help='training seconds per run (default 120; quick: 4)')
     p.add_argument('--datasets', default='isbi2012_em,camvid_segnet_val')
     p.add_argument('--no-memory', action='store_true', help='skip the 4000x4000 peak-memory measurement')
+    p.add_argument('--reuse', metavar='JSON', help="take the runs of an earlier result of this script (same data set, arm, seed, "
+                   "budget, LR and mode) instead of training them again, e.g. after a change to the plan's rules only")
     a = p.parse_args()
     q = a.quick
     seeds, budget = list(range(a.seeds or (1 if q else 3))), a.budget or (4. if q else 120.)
@@ -166,7 +168,12 @@ def main():
     if not names:
         r.note('../shared/data not found: nothing to measure (set UNETLEARN_DATA)'); r.save(); return
     from unetlearn.plan import plan_training
-    runs, table, plans = [], [], {}
+    runs, table, plans, prev = [], [], {}, {}
+    if a.reuse:
+        d = json.loads(Path(a.reuse).read_text())
+        if d['data'].get('budget_s') == budget and d['data'].get('lr') == LR and d.get('quick') == q:
+            prev = {(x['dataset'], x['arm'], x['seed']): dict(x, reused=a.reuse) for x in d['data']['runs']}
+        r.note(f"{len(prev)} run(s) reused from {a.reuse}" + ('' if prev else ' (none matched: other budget, LR or mode)'))
     for name in names:
         s = setup(name, q)
         with quiet(): plan = plan_training(s['files'], s['masks'], device='cpu', minutes=budget / 60, sample=6 if q else 40, **s['lib'])
@@ -176,9 +183,9 @@ def main():
         arms, plan_arm = arms_for(s, plan)
         for seed in seeds:
             for arm in arms:   # interleaved: both arms see the same machine load
-                row = run_arm(s, arm, seed, budget)
+                row = prev.get((name, arm['name'], seed)) or run_arm(s, arm, seed, budget)
                 runs.append(row)
-                print(f"{name} {arm['name']} seed {seed}: dice {row['dice']:.3f} ({row['steps']} steps, {row['samples']} samples in "
+                print(f"{name} {arm['name']} seed {seed}{' (reused)' if row.get('reused') else ''}: dice {row['dice']:.3f} ({row['steps']} steps, {row['samples']} samples in "
                       f"{row['train_s']:.0f} s; scored in {row['score_s']:.0f} s)", flush=True)
         for arm in arms:
             rs = [x for x in runs if x['dataset'] == name and x['arm'] == arm['name']]
