@@ -15,9 +15,11 @@ from .metrics import *
 from .losses import *
 from .distributed import *
 from .callbacks import *
+from .config import *
 from .learner import *
 from .schedule import *
 from .plots import *
 from .inference import *
 from .export import *
+from .onnx_export import *
 from .train import *

@@ -4,426 +4,22 @@
 
 # %% ../nbs/21_export.ipynb #f2b3f4e5
 from __future__ import annotations
-import json, math, os, re, sys, warnings, datetime
+import datetime, json
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from .core import InputError, open_image, to_rgb8, write_new_file, atomic_path, as_hw, plain_data, load_failure
+from .core import InputError, open_image, to_rgb8, write_new_file, plain_data, load_failure
+# the config lesson (13a_config); its names are also importable from here, as they were before it had its own module
+from .config import (MODEL_FORMAT, MODEL_FORMAT_VERSION, describe_dynamic_unet, make_config, validate_config,
+                              build_model, complete_config, translate_config, library_versions, is_dynamic_unet,
+                              SMP_MODEL_KWARGS, _CONFIG_FIELDS)   # _CONFIG_FIELDS: unetlearn.patches looks it up here
 
 # %% auto #0
-__all__ = ['MODEL_FORMAT', 'MODEL_FORMAT_VERSION', 'describe_dynamic_unet', 'make_config', 'validate_config', 'build_model',
-           'read_input', 'SegModel', 'as_seg_model', 'save_seg_model', 'read_config', 'load_seg_model', 'export_pickle',
-           'load_learner_pickle', 'eval_mode', 'check_onnx', 'export_onnx']
-
-# %% ../nbs/21_export.ipynb #39e0fda3
-MODEL_FORMAT, MODEL_FORMAT_VERSION = 'unetlearn.model', 1
-_RESIZE_METHODS = ('squish', 'crop', 'pad', 'none')
-
-def _is_dynamic_unet(m) -> bool:
-    from fastai.vision.models.unet import DynamicUnet
-    return isinstance(m, DynamicUnet)
-
-def _is_smp(m) -> bool:
-    if 'segmentation_models_pytorch' not in sys.modules: return False  # an smp model implies smp was imported
-    from segmentation_models_pytorch.base import SegmentationModel
-    return isinstance(m, SegmentationModel)
-
-def _first_conv(m):
-    return next((c for c in m.modules() if isinstance(c, nn.Conv2d)), None)
-
-def _last_conv(m):
-    return [c for c in m.modules() if isinstance(c, nn.Conv2d)][-1]
-
-# %% ../nbs/21_export.ipynb #38eb6c07
-def _resnet_name(encoder) -> str | None:
-    "Name of the torchvision ResNet whose body `encoder` is (from its block counts), or None."
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-    layers = [c for c in encoder.children() if isinstance(c, nn.Sequential)]
-    if len(layers) != 4 or not all(len(l) and isinstance(l[0], (BasicBlock, Bottleneck)) for l in layers): return None
-    counts, bottle = tuple(len(l) for l in layers), isinstance(layers[0][0], Bottleneck)
-    names = {((2,2,2,2), False): 'resnet18', ((3,4,6,3), False): 'resnet34', ((3,4,6,3), True): 'resnet50',
-             ((3,4,23,3), True): 'resnet101', ((3,8,36,3), True): 'resnet152'}
-    return names.get((counts, bottle))
-
-def describe_dynamic_unet(m) -> dict:
-    "Constructor arguments of a fastai `DynamicUnet`, read off its modules."
-    from fastai.vision.models.unet import UnetBlock
-    from fastai.layers import SelfAttention, MergeLayer, ResBlock, SigmoidRange
-    layers = list(m.layers)
-    blocks = [l for l in layers if isinstance(l, UnetBlock)]
-    has_blur = [any(isinstance(c, nn.ReplicationPad2d) for c in b.shuf.modules()) for b in blocks]
-    kw = {}
-    if any(has_blur): kw['blur'] = True
-    if any(has_blur[:-1]) and not has_blur[-1]: kw['blur_final'] = False
-    sr = [l for l in layers if isinstance(l, SigmoidRange)]
-    if sr: kw['y_range'] = [float(sr[0].low), float(sr[0].high)]
-    if not any(isinstance(l, MergeLayer) for l in layers): kw['last_cross'] = False
-    rb = [l for l in layers if isinstance(l, ResBlock)]
-    if rb and _first_conv(rb[0].convpath).out_channels != _first_conv(rb[0].convpath).in_channels: kw['bottle'] = True
-    if blocks and type(blocks[0].relu) is not nn.ReLU: kw['act_cls'] = type(blocks[0].relu).__name__
-    return dict(framework='fastai', arch=_resnet_name(layers[0]), encoder=None,
-                n_in=_first_conv(layers[0]).in_channels, n_out=_last_conv(m).out_channels,
-                self_attention=any(isinstance(c, SelfAttention) for c in m.modules()), model_kwargs=kw)
-
-def _describe_smp(m) -> dict:
-    "What an smp model is, from its `model.config` (smp 0.5+: every constructor argument) or, before that, its modules."
-    cfg = dict(getattr(m, 'config', None) or {})
-    name = getattr(m, 'name', '') or ''
-    enc = cfg.get('encoder_name') or (name.split('-', 1)[1] if '-' in name else None)
-    kw = {k: v for k, v in cfg.items() if k in _SMP_KWARGS}
-    return dict(framework='smp', arch=type(m).__name__, encoder=enc, n_in=cfg.get('in_channels', _first_conv(m.encoder).in_channels),
-                n_out=cfg.get('classes', _last_conv(m.segmentation_head).out_channels), self_attention=False, model_kwargs=kw)
-
-# %% ../nbs/21_export.ipynb #ff94ae33
-def _tfms(dl, name) -> list:
-    "Transforms of pipeline `name` of a fastai DataLoader (none for other loaders)."
-    return list(getattr(getattr(dl, name, None), 'fs', None) or [])
-
-def _dls_info(dls) -> dict:
-    "Codes, normalisation, size and resize method read from fastai DataLoaders (data layer's `seg_config` first)."
-    from fastai.vision.all import Normalize, Resize, RandomResizedCrop
-    info = {}
-    for k in ('codes', 'ignore_index'):
-        v = getattr(dls, k, None)
-        if v is not None: info[k] = list(map(str, v)) if k == 'codes' else v
-    dl = getattr(dls, 'valid', dls)
-    if 'codes' not in info:  # fastai's MaskBlock(codes) keeps them in its AddMaskCodes item transform
-        codes = [t.codes for t in _tfms(dl, 'after_item') if getattr(t, 'codes', None) is not None]
-        if codes: info['codes'] = [str(c) for c in codes[0]]
-    norm = [t for t in _tfms(dl, 'after_batch') if isinstance(t, Normalize)]
-    if norm:
-        info['mean'] = [float(v) for v in torch.as_tensor(norm[0].mean).flatten()]
-        info['std'] = [float(v) for v in torch.as_tensor(norm[0].std).flatten()]
-    rs = [t for t in _tfms(dl, 'after_item') if isinstance(t, (Resize, RandomResizedCrop))]
-    if rs:
-        info['size'] = as_hw(rs[0].size)
-        info['resize_method'] = str(getattr(rs[0], 'method', 'crop'))
-    info.update({k: v for k, v in (getattr(dls, 'seg_config', None) or {}).items()})
-    return info
-
-def _translate(cfg:dict) -> dict:
-    "Map the data layer's `seg_config` keys (mask_mode, foreground, colours, values, decoder) onto `mask`."
-    cfg = dict(cfg)
-    dec = cfg.pop('decoder', None) or cfg.pop('mask_decoder', None)
-    if dec is not None and hasattr(dec, 'config'): cfg['mask'] = dec.config()
-    mm = {k: cfg.pop(k) for k in ('mask_mode', 'foreground', 'colours', 'values') if k in cfg}
-    if mm and not cfg.get('mask'):
-        cfg['mask'] = {'mode': mm.get('mask_mode', 'auto'), 'foreground': mm.get('foreground'),
-                       'colours': mm.get('colours'), 'values': mm.get('values')}
-    for k in ('size', 'img_size'):
-        if k in cfg: cfg[k] = as_hw(cfg[k])
-    return cfg
-
-# %% ../nbs/21_export.ipynb #6d01c66a
-def _versions() -> dict:
-    import fastai
-    try: from unetlearn import __version__ as uv
-    except ImportError: uv = None
-    return {'unetlearn': uv, 'fastai': fastai.__version__, 'torch': torch.__version__}
-
-def _complete(cfg:dict) -> dict:
-    "Fill defaults and check the config; raises `InputError` on contradictions."
-    c = validate_config(cfg, names=False)
-    c.setdefault('format', MODEL_FORMAT); c.setdefault('version', MODEL_FORMAT_VERSION)
-    for k in ('n_in', 'n_out'):
-        if not isinstance(c.get(k), (int, np.integer)): raise InputError(f"model config needs an integer {k!r}, got {c.get(k)!r}")
-    c['n_in'], c['n_out'] = int(c['n_in']), int(c['n_out'])
-    c.setdefault('head', 'sigmoid' if c['n_out'] == 1 else 'softmax')
-    if c['head'] not in ('sigmoid', 'softmax'): raise InputError(f"config head must be 'sigmoid' or 'softmax', not {c['head']!r}")
-    n_cls = 2 if c['head'] == 'sigmoid' and c['n_out'] == 1 else c['n_out']
-    if not c.get('codes'): c['codes'] = ['background', 'foreground'] if n_cls == 2 else [str(i) for i in range(n_cls)]
-    c['codes'] = [str(x) for x in c['codes']]
-    if len(c['codes']) != n_cls:
-        raise InputError(f"config has {len(c['codes'])} codes but the model predicts {n_cls} classes; pass the right codes")
-    c.setdefault('threshold', 0.5)
-    c.setdefault('self_attention', False); c.setdefault('model_kwargs', {}); c.setdefault('encoder', None)
-    c.setdefault('ignore_index', None); c.setdefault('mean', None); c.setdefault('std', None)
-    c.setdefault('size', None); c.setdefault('mask', None)
-    c['size'] = as_hw(c['size'])
-    c['img_size'] = as_hw(c.get('img_size') or c['size'] or 64)
-    rm = c.get('resize_method') or 'none'
-    rm = {'squash': 'squish'}.get(rm, rm)  # fastai spells it ResizeMethod.Squish
-    if rm not in _RESIZE_METHODS: raise InputError(f"config resize_method must be one of {_RESIZE_METHODS}, not {rm!r}")
-    if rm != 'none' and c['size'] is None: raise InputError(f"config resize_method={rm!r} needs the training size ('size')")
-    c['resize_method'] = rm
-    if (c['mean'] is None) != (c['std'] is None): raise InputError("config needs both mean and std, or neither")
-    return c
-
-def make_config(obj, config:dict|None=None) -> dict:
-    "Config dict (see REQUESTS 'export config format') describing `obj` (Learner, DynamicUnet, smp model, `SegModel`), `config` overriding."
-    config = _translate(config or {})
-    if isinstance(obj, SegModel): return _complete({**obj.config, **config})
-    base, model = {}, obj
-    if hasattr(obj, 'dls') and hasattr(obj, 'model'):  # a fastai Learner
-        model = obj.model
-        base.update(_translate(_dls_info(obj.dls)))
-        base.update(_translate(getattr(obj, 'unet_config', None) or {}))  # unetlearn.learner records its arguments
-    if _is_dynamic_unet(model):
-        desc = describe_dynamic_unet(model)
-        arch = getattr(obj, 'arch', None)  # a Learner's encoder function (fastai stores it), when known
-        if arch is not None and model is not obj: desc['arch'] = arch if isinstance(arch, str) else getattr(arch, '__name__', desc['arch'])
-    elif _is_smp(model):
-        desc = _describe_smp(model)
-        for d in (base, config): desc['model_kwargs'].update(d.pop('model_kwargs', None) or {})
-    else:
-        desc = dict(framework=None, arch=None, n_in=getattr(_first_conv(model), 'in_channels', None),
-                    n_out=_last_conv(model).out_channels if _first_conv(model) is not None else None)
-    cfg = _complete({**desc, **base, **config})
-    cfg['versions'] = _versions()
-    return cfg
-
-# %% ../nbs/21_export.ipynb #ca0b123c
-_MAX_SIDE, _MAX_CLASSES, _MAX_CHANNELS, _MAX_CONFIG_BYTES = 8192, 1024, 16, 1_000_000
-_ACTIVATIONS = {'ReLU': nn.ReLU, 'LeakyReLU': nn.LeakyReLU, 'ReLU6': nn.ReLU6, 'PReLU': nn.PReLU, 'ELU': nn.ELU,
-                'SELU': nn.SELU, 'CELU': nn.CELU, 'GELU': nn.GELU, 'SiLU': nn.SiLU, 'Swish': nn.SiLU, 'Mish': nn.Mish,
-                'Hardswish': nn.Hardswish, 'Tanh': nn.Tanh, 'Softplus': nn.Softplus}   # fastai's own Mish/Swish: same maths
-_NORM_TYPES = ('Batch', 'BatchZero', 'Weight', 'Spectral', 'Instance', 'InstanceZero')   # fastai.layers.NormType
-_FASTAI_ARCHS = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50_32x4d', 'resnext101_32x8d',
-                 'resnext101_64x4d', 'wide_resnet50_2', 'wide_resnet101_2', 'xresnet18', 'xresnet34', 'xresnet50',
-                 'xresnet101', 'xresnet152', 'squeezenet1_0', 'squeezenet1_1', 'densenet121', 'densenet161',
-                 'densenet169', 'densenet201', 'vgg11_bn', 'vgg13_bn', 'vgg16_bn', 'vgg19_bn', 'alexnet')
-_SMP_ARCHS = ('Unet', 'UnetPlusPlus', 'MAnet', 'Linknet', 'FPN', 'PSPNet', 'DeepLabV3', 'DeepLabV3Plus', 'PAN',
-              'UPerNet', 'Segformer', 'DPT')
-
-class _Bad(Exception):
-    "A config value outside its allow-list; the message says what is allowed."
-
-def _int(lo, hi):
-    def f(v):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
-            raise _Bad(f"a whole number from {lo} to {hi}")
-        return int(v)
-    return f
-
-def _num(lo, hi):
-    def f(v):
-        if (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating))
-            or not math.isfinite(v) or not lo <= v <= hi): raise _Bad(f"a number from {lo:g} to {hi:g}")
-        return v
-    return f
-
-def _bool(v):
-    if not isinstance(v, (bool, np.bool_)): raise _Bad("true or false")
-    return bool(v)
-
-def _text(maxlen:int=200, rx:str=None):
-    def f(v):
-        if not isinstance(v, str) or not 0 < len(v) <= maxlen or (rx is not None and not re.fullmatch(rx, v)):
-            raise _Bad(f"a text of 1 to {maxlen} characters" + (f" matching {rx}" if rx else ''))
-        return v
-    return f
-
-def _choice(*options):
-    def f(v):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (str, int, np.integer)) or v not in options:
-            raise _Bad(f"one of {', '.join(map(repr, options))}")
-        return v
-    return f
-
-def _opt(check):
-    return lambda v: None if v is None else check(v)
-
-def _either(*checks):
-    def f(v):
-        wants = []
-        for c in checks:
-            try: return c(v)
-            except _Bad as e: wants.append(str(e))
-        raise _Bad(' or '.join(wants))
-    return f
-
-def _list(check, lo:int, hi:int):
-    def f(v):
-        if not isinstance(v, (list, tuple)) or not lo <= len(v) <= hi: raise _Bad(f"a list of {lo} to {hi} items")
-        out = []
-        for i, x in enumerate(v):
-            try: out.append(check(x))
-            except _Bad as e: raise _Bad(f"a list whose items are {e} (item {i} is {_show(x)})") from None
-        return out
-    return f
-
-def _side(v):
-    "A training / build size: N, or [height, width]."
-    one = _int(1, _MAX_SIDE)
-    try: return one(v)
-    except _Bad: pass
-    try: return _list(one, 2, 2)(v)
-    except _Bad: raise _Bad(f"a size in pixels (1 to {_MAX_SIDE}) or [height, width]") from None
-
-def _obj(fields:dict, where:str):
-    "A JSON object whose keys are all in `fields`, each value checked."
-    def f(v):
-        if not isinstance(v, dict): raise _Bad("a JSON object {...}")
-        return {k: _field(fields, k, x, where) for k, x in v.items()}
-    return f
-
-def _show(v) -> str:
-    try: s = json.dumps(v)
-    except (TypeError, ValueError): s = repr(v)
-    return s if len(s) <= 60 else s[:57] + '...'
-
-class _FieldError(Exception):
-    "A config field that failed its check: the dotted field name, its value and what is allowed."
-    def __init__(self, field, value, want): self.field, self.value, self.want = field, value, want
-
-def _field(fields:dict, key, value, where:str=''):
-    name = f"{where}{key}"
-    if key not in fields:
-        raise _FieldError(name, value, f"not a known field here (allowed: {', '.join(sorted(fields)) or 'none without a framework'})")
-    try: return fields[key](value)
-    except _Bad as e: raise _FieldError(name, value, f"expected {e}") from None
-
-_CODE = _either(_text(200), _int(-2**31, 2**32))
-_PAIRS = _list(_list(_int(-2**31, 2**32), 2, 4), 0, 65536)
-_MASK_FIELDS = dict(mode=_choice('auto', 'binary', 'index', 'palette', 'rgb', 'values'), foreground=_opt(_int(0, 2**32)),
-                    scale=_opt(_choice(1, 255, 65535)), n_classes=_opt(_int(1, _MAX_CLASSES)),
-                    codes=_opt(_list(_CODE, 0, _MAX_CLASSES)), colours=_opt(_PAIRS), values=_opt(_PAIRS))
-_CONFIG_FIELDS = dict(
-    format=_choice(MODEL_FORMAT), version=_int(1, 10**6), framework=_opt(_choice('fastai', 'smp')),
-    arch=_opt(_text(100, r'[A-Za-z0-9_.\-]+')), encoder=_opt(_text(100, r'[A-Za-z0-9_.\-]+')),
-    n_in=_int(1, _MAX_CHANNELS), n_out=_int(1, _MAX_CLASSES), head=_choice('sigmoid', 'softmax'),
-    codes=_opt(_list(_CODE, 0, _MAX_CLASSES)), threshold=_num(0, 1), self_attention=_bool,
-    model_kwargs=lambda v: v if isinstance(v, dict) else _obj({}, '')(v),   # checked per framework below
-    ignore_index=_opt(_int(-1000, 65535)), mean=_opt(_list(_num(-1e6, 1e6), 1, _MAX_CHANNELS)),
-    std=_opt(_list(_num(1e-8, 1e6), 1, _MAX_CHANNELS)), size=_opt(_side), img_size=_opt(_side),
-    resize_method=_opt(_choice(*_RESIZE_METHODS, 'squash')), mask=_opt(_obj(_MASK_FIELDS, 'mask.')),
-    scale=_opt(_choice(1, 255, 65535)), pattern=_opt(_text(1000)), pretrained=_opt(_text(4096)),
-    versions=_opt(_obj({k: _opt(_text(100)) for k in ('unetlearn', 'fastai', 'torch')}, 'versions.')),
-    saved=_opt(_text(64)))
-_FASTAI_KWARGS = dict(blur=_bool, blur_final=_bool, last_cross=_bool, bottle=_bool, act_cls=_choice(*_ACTIVATIONS),
-                      norm_type=_opt(_choice(*_NORM_TYPES)), y_range=_opt(_list(_num(-1e9, 1e9), 2, 2)))
-_CHANNELS = _int(1, 4096)
-_SMP_KWARGS = dict(encoder_depth=_int(1, 5), decoder_channels=_either(_CHANNELS, _list(_CHANNELS, 1, 8)),
-                   decoder_attention_type=_opt(_choice('scse')), decoder_use_batchnorm=_either(_bool, _choice('inplace')),
-                   decoder_use_norm=_either(_bool, _choice('batchnorm', 'identity', 'layernorm', 'instancenorm', 'inplace')),
-                   decoder_interpolation=_choice('nearest', 'bilinear', 'bicubic', 'area', 'nearest-exact'),
-                   upsampling=_int(1, 32), decoder_pyramid_channels=_CHANNELS, decoder_segmentation_channels=_CHANNELS,
-                   decoder_merge_policy=_choice('add', 'cat'), decoder_dropout=_num(0, 1), encoder_output_stride=_choice(8, 16, 32),
-                   decoder_atrous_rates=_list(_int(1, 64), 1, 8), psp_out_channels=_CHANNELS, psp_use_batchnorm=_bool,
-                   psp_dropout=_num(0, 1), decoder_pab_channels=_CHANNELS, decoder_aspp_separable=_bool,
-                   decoder_aspp_dropout=_num(0, 1), encoder_output_indices=_opt(_list(_int(0, 64), 1, 8)),
-                   decoder_readout=_choice('cat', 'add', 'ignore'), decoder_intermediate_channels=_list(_CHANNELS, 1, 8),
-                   decoder_fusion_channels=_CHANNELS)
-_SMP_KWARGS['upsampling'] = _opt(_int(1, 32))
-
-def _null(why:str):
-    def f(v):
-        if v is not None: raise _Bad(f"null ({why})")
-    return f
-
-_NAME = r'[A-Za-z0-9_.\-]+'
-# smp's config.json (save_pretrained / from_pretrained): its class and constructor arguments at the top level
-_SMP_FIELDS = dict(_model_class=_choice(*_SMP_ARCHS), encoder_name=_text(100, _NAME), encoder_weights=_opt(_text(100, _NAME)),
-                   in_channels=_int(1, _MAX_CHANNELS), classes=_int(1, _MAX_CLASSES),
-                   activation=_null("unetlearn applies sigmoid or softmax itself: save the smp model with activation=None"),
-                   aux_params=_null("smp's classification head is not supported: save the smp model with aux_params=None"),
-                   **_SMP_KWARGS)
-_CONFIG_FIELDS.update(_SMP_FIELDS)
-_SMP_SAME = dict(_model_class='arch', encoder_name='encoder', in_channels='n_in', classes='n_out')
-
-def _smp_fields(out:dict, cfg:dict):
-    "Check smp's top-level fields against unetlearn's (one network, described twice) and merge its constructor arguments."
-    keys = [k for k in cfg if k in _SMP_FIELDS]
-    if not keys: return
-    if out.get('framework') != 'smp':
-        raise _FieldError(keys[0], cfg[keys[0]], "a segmentation-models-pytorch field, allowed with framework \"smp\" only")
-    for k, mine in _SMP_SAME.items():
-        if k in out and mine in out and out[k] is not None and out[mine] is not None and out[k] != out[mine]:
-            raise _FieldError(k, out[k], f"the same as {mine} ({_show(out[mine])}): config.json describes one network")
-    kw, top = dict(out.get('model_kwargs') or {}), {k: out[k] for k in keys if k in _SMP_KWARGS}
-    for k, v in top.items():
-        if k in kw and json.dumps(kw[k]) != json.dumps(v):
-            raise _FieldError(k, v, f"the same as model_kwargs.{k} ({_show(kw[k])}): config.json describes one network")
-    out['model_kwargs'] = {**top, **kw}
-
-def _smp_encoders() -> set:
-    try: import segmentation_models_pytorch as smp
-    except ImportError: return None
-    return set(smp.encoders.get_encoder_names())
-
-def validate_config(cfg, source=None, names:bool=True) -> dict:
-    "Check a model config (e.g. a parsed `config.json`) against the allow-list of fields, types and ranges; a copy, or `InputError` naming the field and value."
-    where = f"{source}" if source is not None else "model config"
-    fix = "correct the file or save the model again with save_seg_model" if source is not None else "pass a valid config"
-    if not isinstance(cfg, dict):
-        raise InputError(f"{where} holds a JSON {type(cfg).__name__} ({_show(cfg)}), not an object {{...}} of config fields; {fix}", source)
-    try:
-        out = {k: _field(_CONFIG_FIELDS, k, v) for k, v in cfg.items()}
-        fw = out.get('framework')
-        kw_fields = {'fastai': _FASTAI_KWARGS, 'smp': _SMP_KWARGS}.get(fw, {})
-        if not names and fw == 'fastai': kw_fields = {**kw_fields, 'act_cls': _text(100)}   # in memory: any class name
-        out['model_kwargs'] = _obj(kw_fields, 'model_kwargs.')(out.get('model_kwargs') or {}) if 'model_kwargs' in cfg else None
-        if out['model_kwargs'] is None: del out['model_kwargs']
-        if names and fw == 'fastai' and out.get('arch') is not None and out['arch'] not in _FASTAI_ARCHS:
-            raise _FieldError('arch', out['arch'], f"expected a fastai U-Net encoder: {', '.join(_FASTAI_ARCHS[:5])}, ...")
-        if names and fw == 'smp' and out.get('arch') is not None:
-            canon = {a.lower(): a for a in _SMP_ARCHS}
-            if out['arch'].lower() not in canon: raise _FieldError('arch', out['arch'], f"expected an smp architecture: {', '.join(_SMP_ARCHS)}")
-            out['arch'] = canon[out['arch'].lower()]
-            encs = _smp_encoders()
-            enc = out.get('encoder') or 'resnet34'
-            if encs is not None and enc not in encs and not enc.startswith('tu-'):
-                raise _FieldError('encoder', enc, "expected an smp encoder name such as 'resnet34' or 'efficientnet-b0'")
-        _smp_fields(out, cfg)
-        for key in ('mean', 'std'):
-            if out.get(key) is not None and 'n_in' in out and len(out[key]) != out['n_in']:
-                raise _FieldError(key, out[key], f"{out['n_in']} values, one per input channel (n_in)")
-    except _FieldError as e:
-        raise InputError(f"{where}: field {e.field} = {_show(e.value)} is not allowed: {e.want}; {fix}", source) from None
-    return out
-
-# %% ../nbs/21_export.ipynb #f77c79b9
-def _arch_fn(name:str):
-    "The encoder constructor for `name`, one of the fixed names in `_FASTAI_ARCHS` (never any other attribute)."
-    if name not in _FASTAI_ARCHS:
-        raise InputError(f"unknown encoder architecture {name!r} in the model config; use one of {', '.join(_FASTAI_ARCHS[:5])}, ...")
-    from fastai.vision.learner import model_meta
-    import torchvision.models as tvm
-    f = {getattr(f, '__name__', None): f for f in model_meta}.get(name) or getattr(tvm, name, None)
-    if f is None: raise InputError(f"encoder {name!r} is not in this torchvision / fastai; upgrade them to load this model")
-    return f
-
-def _kwargs(kw:dict) -> dict:
-    "DynamicUnet keyword arguments from validated `model_kwargs`: names mapped through fixed tables."
-    kw = dict(kw)
-    if 'act_cls' in kw: kw['act_cls'] = _ACTIVATIONS[kw['act_cls']]
-    if kw.get('norm_type') is not None:
-        from fastai.layers import NormType
-        kw['norm_type'] = NormType[kw['norm_type']]   # one of _NORM_TYPES
-    if kw.get('y_range') is not None: kw['y_range'] = tuple(kw['y_range'])
-    return kw
-
-_BUILD_SIDE = 256   # DynamicUnet's layers do not depend on img_size past this; its dry run at 2048 px takes minutes and 20 GB
-
-def build_model(config:dict) -> nn.Module:
-    "A randomly initialised network as described by `config` (fastai DynamicUnet or smp), no download."
-    c = _complete(validate_config(config))
-    if c.get('framework') == 'fastai':
-        if not c.get('arch'): raise InputError("model config has no 'arch' (encoder name such as 'resnet34'); add it")
-        from fastai.vision.learner import create_unet_model
-        size = tuple(min(s, _BUILD_SIDE) for s in c['img_size'])
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                return create_unet_model(_arch_fn(c['arch']), c['n_out'], size, pretrained=False, n_in=c['n_in'],
-                                         self_attention=c['self_attention'], **_kwargs(c['model_kwargs']))
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise InputError(f"model config: fastai cannot build a {c['arch']} U-Net with model_kwargs "
-                             f"{_show(c['model_kwargs'])} ({type(e).__name__}: {str(e)[:200]}); fix the config") from None
-    if c.get('framework') == 'smp':
-        try: import segmentation_models_pytorch as smp
-        except ImportError: raise InputError("this model needs segmentation-models-pytorch: pip install segmentation-models-pytorch") from None
-        try:
-            return smp.create_model(c['arch'], encoder_name=c['encoder'] or 'resnet34', encoder_weights=None,
-                                    in_channels=c['n_in'], classes=c['n_out'], **c['model_kwargs'])
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
-            raise InputError(f"model config: smp cannot build {c['arch']} with encoder {c['encoder']!r} and model_kwargs "
-                             f"{_show(c['model_kwargs'])} ({type(e).__name__}: {str(e)[:200]}); fix the config") from None
-    raise InputError(f"model config framework must be 'fastai' or 'smp', not {c.get('framework')!r}; "
-                     "other networks can be saved with export_pickle")
+__all__ = ['read_input', 'SegModel', 'as_seg_model', 'eval_mode', 'save_seg_model', 'read_config', 'load_seg_model',
+           'export_pickle', 'load_learner_pickle']
 
 # %% ../nbs/21_export.ipynb #2de9323e
 def _unet_plan(u) -> list:
@@ -492,7 +88,7 @@ class SegModel(nn.Module):
         if isinstance(model, SegModel): model, config = model.model, {**model.config, **(config or {})}
         self.model = model
         self.config = make_config(model, config)
-        self._plan = _unet_plan(model) if _is_dynamic_unet(model) else None
+        self._plan = _unet_plan(model) if is_dynamic_unet(model) else None
         c = self.config
         mean = torch.tensor(c['mean'] if c['mean'] is not None else [0.] * c['n_in']).view(1, -1, 1, 1)
         std = torch.tensor(c['std'] if c['std'] is not None else [1.] * c['n_in']).view(1, -1, 1, 1)
@@ -559,6 +155,19 @@ def as_seg_model(obj, config:dict|None=None) -> SegModel:
     if isinstance(obj, nn.Module): return SegModel(obj, config)
     raise InputError(f"cannot use a {type(obj).__name__} as a model; pass a run folder, a Learner or a network")
 
+# %% ../nbs/21_export.ipynb #cea7b274
+class eval_mode:
+    "Context manager: `m` in eval mode inside, every submodule's own mode restored after (a frozen BatchNorm stays frozen)."
+    def __init__(self, m): self.m = m
+    def __enter__(self):
+        self.modes = [(mm, mm.training) for mm in self.m.modules()]
+        self.m.eval()
+    def __exit__(self, *a):
+        for mm, t in self.modes: mm.training = t
+
+_train_off = eval_mode   # its old private name (unetlearn.inference imports it)
+
+
 # %% ../nbs/21_export.ipynb #878bea90
 def save_seg_model(learn_or_model, run_dir, config:dict|None=None, name:str='model') -> Path:
     """Write `{name}.pth` (state_dict) and `config.json` for a Learner / network / `SegModel` into `run_dir`; returns `run_dir`.
@@ -570,7 +179,7 @@ def save_seg_model(learn_or_model, run_dir, config:dict|None=None, name:str='mod
         raise InputError(f"save_seg_model supports fastai DynamicUnet and smp models, not {type(seg.model).__name__}; use export_pickle")
     if cfg['framework'] == 'fastai' and not cfg.get('arch'):
         raise InputError("cannot tell the encoder architecture of this model; pass config={'arch': 'resnet34'} (its name)")
-    cfg['versions'] = _versions()
+    cfg['versions'] = library_versions()
     cfg['saved'] = datetime.datetime.now().isoformat(timespec='seconds')
     if cfg['framework'] == 'smp': cfg.update(_smp_block(cfg))   # smp.from_pretrained(run_dir) reads these
     validate_config(json.loads(json.dumps(plain_data(cfg))))   # never write a config that load_seg_model refuses
@@ -587,7 +196,7 @@ def _smp_block(cfg:dict) -> dict:
     "smp's own config fields for an smp model: its class, constructor arguments, and no encoder download when it loads."
     return dict(_model_class=cfg['arch'], encoder_name=cfg.get('encoder') or 'resnet34', encoder_weights=None,
                 in_channels=cfg['n_in'], classes=cfg['n_out'], activation=None, aux_params=None,
-                **{k: v for k, v in (cfg.get('model_kwargs') or {}).items() if k in _SMP_KWARGS})
+                **{k: v for k, v in (cfg.get('model_kwargs') or {}).items() if k in SMP_MODEL_KWARGS})
 
 # %% ../nbs/21_export.ipynb #9420e7b9
 def _paths(run_dir, name='model'):
@@ -606,7 +215,7 @@ def _from_smp(cfg:dict) -> dict:
             'encoder': cfg.get('encoder_name', 'resnet34'), 'n_in': n_in, 'n_out': n_out,
             'pretrained': str(cfg.get('encoder_weights') or 'none'), 'mean': stats[0] if stats else None, 'std': stats[1] if stats else None}
 
-_IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+_IMAGENET, _MAX_CONFIG_BYTES = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), 1_000_000
 
 def read_config(run_dir) -> dict:
     "The model config in `run_dir` (a run folder or its config.json; also smp's `save_pretrained`), validated (`validate_config`)."
@@ -624,7 +233,7 @@ def read_config(run_dir) -> dict:
         raise InputError(f"{cp} is not a unetlearn model config ({what}) nor one written by smp's save_pretrained", cp)
     cfg = validate_config(cfg, cp)
     if cfg.get('version', 1) > MODEL_FORMAT_VERSION: raise InputError(f"{cp} has config version {cfg['version']}; upgrade unetlearn to read it", cp)
-    try: return _complete(cfg)
+    try: return complete_config(cfg)
     except InputError as e: raise InputError(f"{cp}: {e}", cp) from None
 
 def load_seg_model(run_dir, device=None, name:str='model', config:dict|None=None) -> SegModel:
@@ -632,7 +241,7 @@ def load_seg_model(run_dir, device=None, name:str='model', config:dict|None=None
     a `SegModel` in eval mode. `config` overrides fields (e.g. `codes`, `mean`/`std` of an smp folder)."""
     cp, wp = _paths(run_dir, name)
     cfg = read_config(cp)
-    if config: cfg = _complete(validate_config({**cfg, **_translate(config)}))
+    if config: cfg = complete_config(validate_config({**cfg, **translate_config(config)}))
     st = cp.parent/'model.safetensors'
     if not wp.exists() and st.exists(): wp = st
     if not wp.exists():
@@ -654,10 +263,14 @@ def load_seg_model(run_dir, device=None, name:str='model', config:dict|None=None
 
 # %% ../nbs/21_export.ipynb #da270738
 _RENAMED = {'save_model': 'save_seg_model', 'load_model': 'load_seg_model'}   # names before issue 10
+_MOVED = {'export_onnx': 'onnx_export', 'check_onnx': 'onnx_export'}   # ONNX has its own lesson (22_onnx), which builds on this one
 
 def __getattr__(name):
-    "Old names still import from this module (`from unetlearn.export import save_model`); `unetlearn.all` does not export them."
+    "Old names still import from this module (`from unetlearn.export import save_model, export_onnx`); `unetlearn.all` does not export the renamed ones."
     if name in _RENAMED: return globals()[_RENAMED[name]]
+    if name in _MOVED:
+        import importlib
+        return getattr(importlib.import_module(f'unetlearn.{_MOVED[name]}'), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/21_export.ipynb #d86f45ba
@@ -674,90 +287,3 @@ def load_learner_pickle(path, cpu:bool=True):
     path = Path(path)
     if not path.exists(): raise InputError(f"{path} not found", path)
     return load_learner(path, cpu=cpu)
-
-# %% ../nbs/21_export.ipynb #501f2592
-class _OnnxNet(nn.Module):
-    def __init__(self, seg:SegModel, preprocess:bool, activation:bool):
-        super().__init__()
-        self.seg, self.preprocess, self.act = seg, preprocess, activation
-    def forward(self, x):
-        if self.preprocess: x = (x - self.seg.mean) / self.seg.std
-        y = self.seg(x)
-        return self.seg.activation(y) if self.act else y
-
-class eval_mode:
-    "Context manager: `m` in eval mode inside, every submodule's own mode restored after (a frozen BatchNorm stays frozen)."
-    def __init__(self, m): self.m = m
-    def __enter__(self):
-        self.modes = [(mm, mm.training) for mm in self.m.modules()]
-        self.m.eval()
-    def __exit__(self, *a):
-        for mm, t in self.modes: mm.training = t
-
-_train_off = eval_mode   # its old private name (unetlearn.inference imports it)
-
-def _onnx_inputs(seg, x, preprocess):
-    return x if preprocess else ((torch.as_tensor(x) - seg.mean.cpu()) / seg.std.cpu())
-
-def check_onnx(path, model, sizes=((64, 64), (96, 128)), batch:int=2, preprocess:bool=True, activation:bool=True, seed:int=0) -> float:
-    "Max |onnxruntime - PyTorch| over random inputs of `sizes` (each `batch` images, values 0..1)."
-    import onnxruntime as ort
-    seg = as_seg_model(model)
-    sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    name = sess.get_inputs()[0].name
-    g, worst = torch.Generator().manual_seed(seed), 0.
-    net = _OnnxNet(seg, preprocess, activation)
-    for h, w in sizes:
-        x = torch.rand(batch, seg.n_in, h, w, generator=g)
-        got = sess.run(None, {name: x.numpy()})[0]
-        with eval_mode(seg), torch.no_grad():
-            dev = next(seg.parameters()).device
-            ref = net(x.to(dev)).cpu().numpy()
-        if got.shape != ref.shape: raise AssertionError(f"ONNX output shape {got.shape} != PyTorch {ref.shape} for input {(h, w)}")
-        worst = max(worst, float(np.abs(got - ref).max()))
-    return worst
-
-def export_onnx(model, path, preprocess:bool=True, activation:bool=True, opset:int=18, dynamo:bool|None=None,
-                check:bool=True, atol:float=1e-4, example_size=None, verbose:bool=False) -> Path:
-    "Export a model (run folder, Learner, network, `SegModel`) to ONNX with dynamic batch/height/width; checked with onnxruntime."
-    seg = as_seg_model(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # exported, labelled and checked under a temporary name, then renamed: `path` is a complete, checked model or untouched
-    with atomic_path(path, suffix='.tmp.onnx') as tmp:
-        _export_onnx(seg, tmp, preprocess, activation, opset, dynamo, example_size, verbose)
-        if check:
-            err = check_onnx(tmp, seg, preprocess=preprocess, activation=activation)
-            if err > atol: raise AssertionError(f"ONNX output differs from PyTorch by {err:.2e} (> atol {atol:.0e})")
-    return path
-
-def _export_onnx(seg, path, preprocess, activation, opset, dynamo, example_size, verbose):
-    net = _OnnxNet(seg, preprocess, activation)
-    h, w = (as_hw(example_size) or [64, 64])
-    dev = next(seg.parameters()).device
-    x = torch.rand(2, seg.n_in, h, w, device=dev)
-    out_name = 'probs' if activation else 'logits'
-    errors = []
-    with eval_mode(seg), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        for dyn in ([False, True] if dynamo is None else [dynamo]):
-            try:
-                if dyn:
-                    from torch.export import Dim
-                    shapes = {'x': {0: Dim('batch', min=1, max=1024), 2: 32 * Dim('h32', min=1, max=1024),
-                                    3: 32 * Dim('w32', min=1, max=1024)}}
-                    torch.onnx.export(net, (x,), str(path), input_names=['image'], output_names=[out_name], dynamo=True,
-                                      dynamic_shapes=shapes, opset_version=opset, verbose=verbose)
-                else:
-                    axes = {0: 'batch', 2: 'height', 3: 'width'}
-                    torch.onnx.export(net, (x,), str(path), input_names=['image'], output_names=[out_name], dynamo=False,
-                                      dynamic_axes={'image': axes, out_name: axes}, opset_version=min(opset, 17))
-                break
-            except Exception as e: errors.append(f"{'dynamo' if dyn else 'torchscript'} exporter: {type(e).__name__}: {str(e)[:300]}")
-        else: raise RuntimeError("ONNX export failed: " + ' | '.join(errors))
-    import onnx
-    m = onnx.load(str(path))
-    onnx.helper.set_model_props(m, {'unetlearn_config': json.dumps(plain_data(seg.config)),
-                                    'unetlearn_input': 'pixels 0..1' if preprocess else 'normalised',
-                                    'unetlearn_output': out_name})
-    onnx.save(m, str(path))

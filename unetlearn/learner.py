@@ -27,6 +27,7 @@ from .core import InputError
 from .losses import default_loss
 from .metrics import default_metrics
 from .callbacks import BNRecalibrate, DivergenceMonitor
+from .config import describe_dynamic_unet, is_smp_model
 from .data import mask_legend, mask_colours, SegMaskCodes
 
 # %% auto #0
@@ -361,7 +362,7 @@ def _head(n_out, n_classes, binary):
         raise InputError(f"n_out={n_out} does not fit {n_classes} classes; use {n_classes}" + (" (or 1: sigmoid)" if n_classes == 2 else ''))
     return n_out, ('sigmoid' if n_out == 1 else 'softmax')
 
-_RESIZE = {'squish': 'squash'}  # fastai's ResizeMethod.Squish, spelled as unetlearn.export's config has it
+_RESIZE = {'squish': 'squash'}  # fastai's ResizeMethod.Squish, spelled as the model config (unetlearn.config) has it
 
 def _jsonable_kwargs(kw:dict) -> dict:
     out = {}
@@ -374,11 +375,6 @@ def _jsonable_kwargs(kw:dict) -> dict:
     return out
 
 # %% ../nbs/14_learner.ipynb #c461f769
-def _is_smp_model(m) -> bool:
-    try: from segmentation_models_pytorch.base import SegmentationModel
-    except ImportError: return False
-    return isinstance(m, SegmentationModel)
-
 _SMP_CORE = ('encoder_name', 'encoder_weights', 'in_channels', 'classes', 'activation', 'aux_params')
 
 def _describe_model(model:nn.Module) -> dict:
@@ -386,7 +382,7 @@ def _describe_model(model:nn.Module) -> dict:
     first = next((c for c in model.modules() if isinstance(c, nn.Conv2d)), None)
     d = dict(framework=None, arch=type(model).__name__, encoder=None, n_in=getattr(first, 'in_channels', None),
              self_attention=False, model_kwargs={}, pretrained='none')
-    if _is_smp_model(model):
+    if is_smp_model(model):
         cfg = dict(getattr(model, 'config', None) or {})
         if cfg.get('activation') is not None:
             raise InputError(f"this smp model has activation={cfg['activation']!r}: unet_learner's losses and metrics take raw "
@@ -399,7 +395,6 @@ def _describe_model(model:nn.Module) -> dict:
                  n_in=cfg.get('in_channels', d['n_in']), pretrained='imagenet' if cfg.get('encoder_weights') else 'none',
                  model_kwargs=_jsonable_kwargs({k: v for k, v in cfg.items() if k not in _SMP_CORE and not k.startswith('_')}))
     elif isinstance(model, DynamicUnet):
-        from unetlearn.export import describe_dynamic_unet   # export builds on this module: imported when used
         d.update({k: v for k, v in describe_dynamic_unet(model).items() if k != 'n_out'})
         if d['arch'] is None: d['arch'] = 'DynamicUnet'
     return d
