@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .core import InputError
-from .metrics import _plain, scored_classes
+from .metrics import plain_tensor as _plain, scored_classes
 
 # %% auto #0
 __all__ = ['loss_names', 'SegLoss', 'SegCELoss', 'SegBCELoss', 'SoftDiceLoss', 'SegFocalLoss', 'ComboLoss', 'CEDiceLoss',

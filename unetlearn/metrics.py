@@ -12,15 +12,17 @@ from .core import InputError
 from .splits import get_groups
 
 # %% auto #0
-__all__ = ['n_classes_of', 'pred_to_labels', 'confusion', 'scored_classes', 'class_scores', 'dice_score', 'iou_score',
-           'SegMetric', 'SegDice', 'IoU', 'DicePerClass', 'IoUPerClass', 'DicePerGroup', 'group_dice',
+__all__ = ['plain_tensor', 'n_classes_of', 'pred_to_labels', 'confusion', 'scored_classes', 'class_scores', 'dice_score',
+           'iou_score', 'SegMetric', 'SegDice', 'IoU', 'DicePerClass', 'IoUPerClass', 'DicePerGroup', 'group_dice',
            'tgs_image_scores', 'tgs_score', 'TGSScore', 'pixel_accuracy', 'AccuracyNoIgnore', 'default_metrics']
 
 # %% ../nbs/10_metrics.ipynb #c049dc15
-def _plain(t) -> torch.Tensor:
+def plain_tensor(t) -> torch.Tensor:
     "A plain `torch.Tensor`: fastai's TensorImage/TensorMask subclasses are slower and carry metadata we do not want."
     if isinstance(t, torch.Tensor): return t.as_subclass(torch.Tensor)
     return torch.as_tensor(np.asarray(t))
+
+_plain = plain_tensor   # its old name
 
 def n_classes_of(pred) -> int:
     "Number of classes a raw model output `[B,C,H,W]` encodes: a 1-channel (sigmoid) head is binary, so 2."
@@ -29,7 +31,7 @@ def n_classes_of(pred) -> int:
 
 def pred_to_labels(pred, threshold:float=0.5) -> torch.Tensor:
     "Class-index masks `[B,H,W]` from raw model output: `sigmoid(x) > threshold` for 1 channel, argmax for C channels."
-    pred = _plain(pred)
+    pred = plain_tensor(pred)
     if not pred.is_floating_point():  # already labels
         return (pred[:, 0] if pred.ndim == 4 and pred.shape[1] == 1 else pred).long()
     if pred.ndim == 3: pred = pred[:, None]  # a squeezed 1-channel head
@@ -40,7 +42,7 @@ def pred_to_labels(pred, threshold:float=0.5) -> torch.Tensor:
 # %% ../nbs/10_metrics.ipynb #d8b1f5a8
 def confusion(pred_labels, target, n_classes:int, ignore_index:int|None=None) -> torch.Tensor:
     "Per-image confusion matrices `[B,C,C]` (row: true class, column: predicted class); `ignore_index` pixels left out."
-    p, t = _plain(pred_labels).long(), _plain(target).long()
+    p, t = plain_tensor(pred_labels).long(), plain_tensor(target).long()
     if t.ndim == 4 and t.shape[1] == 1: t = t[:, 0]
     if t.ndim == 2: p, t = p.reshape(1, *p.shape), t[None]
     if p.shape != t.shape: raise InputError(f"prediction {tuple(p.shape)} and target {tuple(t.shape)} shapes differ; pass labels and targets of one [B,H,W] shape")
@@ -91,8 +93,8 @@ def class_scores(pred, target, n_classes:int|None=None, kind:str='dice', average
     "Dice (`kind='dice'`) or IoU (`'iou'`) of every class, a float64 tensor `[C]` (nan: skipped by the empty rule)."
     _check_average(average)
     if n_classes is None:
-        if not _plain(pred).is_floating_point(): raise InputError("pass n_classes when pred holds labels")
-        n_classes = n_classes_of(_plain(pred))
+        if not plain_tensor(pred).is_floating_point(): raise InputError("pass n_classes when pred holds labels")
+        n_classes = n_classes_of(plain_tensor(pred))
     empty = _empty_rule(empty, n_classes)
     tp, fp, fn = _tp_fp_fn(confusion(pred_to_labels(pred, threshold), target, n_classes, ignore_index).double())
     if average == 'global': return _ratio(tp.sum(0), fp.sum(0), fn.sum(0), kind, empty)
@@ -102,7 +104,7 @@ def _mean_score(pred, target, n_classes, kind, include_background, average, empt
     if average == 'global':
         s = class_scores(pred, target, n_classes, kind, average, empty, ignore_index, threshold)
         return _nanmean(s[scored_classes(len(s), include_background, ignore_index)])
-    per_image = [_mean_score(pred[i:i+1], target[i:i+1], n_classes or n_classes_of(_plain(pred)), kind,
+    per_image = [_mean_score(pred[i:i+1], target[i:i+1], n_classes or n_classes_of(plain_tensor(pred)), kind,
                              include_background, 'global', empty, ignore_index, threshold) for i in range(len(pred))]
     return _nanmean(torch.tensor(per_image, dtype=torch.float64))
 
@@ -129,7 +131,7 @@ class SegMetric(Metric):
         "Detached output and target; under distributed training `learn.to_detach` gathers them from every process."
         det = getattr(learn, 'to_detach', None)
         get = (lambda t: det(t, cpu=False)) if det is not None else (lambda t: t.detach())
-        return _plain(get(learn.pred)), _plain(get(learn.y))
+        return plain_tensor(get(learn.pred)), plain_tensor(get(learn.y))
 
     def _labels(self, learn):
         pred, y = self._fetch(learn)
@@ -267,15 +269,15 @@ class DicePerGroup(SegMetric):
 def group_dice(pred, target, groups, n_classes:int|None=None, include_background:bool|None=None, empty:str='auto',
                ignore_index:int|None=None, threshold:float=0.5) -> float:
     "Functional `DicePerGroup`: `groups` holds one group id per image of `pred`."
-    if n_classes is None: n_classes = n_classes_of(_plain(pred))
+    if n_classes is None: n_classes = n_classes_of(plain_tensor(pred))
     m = DicePerGroup(list(groups), include_background, empty, ignore_index, threshold)
-    m.accumulate(SimpleNamespace(pred=pred if _plain(pred).is_floating_point() else _labels_as_logits(pred, n_classes),
+    m.accumulate(SimpleNamespace(pred=pred if plain_tensor(pred).is_floating_point() else _labels_as_logits(pred, n_classes),
                                  y=target, training=False, dl=None))
     return m.value
 
 def _labels_as_logits(labels, n_classes):
     "One-hot 'logits' whose argmax (or sigmoid > 0.5 for 2 classes) gives back `labels`."
-    labels = _plain(labels).long()
+    labels = plain_tensor(labels).long()
     if n_classes == 2: return (labels.float()*2 - 1)[:, None]
     return torch.nn.functional.one_hot(labels, n_classes).permute(0, 3, 1, 2).float()
 
@@ -284,7 +286,7 @@ _TGS_THRESHOLDS = torch.tensor([.5, .55, .6, .65, .7, .75, .8, .85, .9, .95], dt
 
 def tgs_image_scores(pred, target, ignore_index:int|None=None, threshold:float=0.5) -> torch.Tensor:
     "TGS score of each image `[B]`: the fraction of IoU thresholds 0.5:0.05:0.95 its foreground IoU is above."
-    p, t = pred_to_labels(pred, threshold), _plain(target).long()
+    p, t = pred_to_labels(pred, threshold), plain_tensor(target).long()
     if t.ndim == 2: p, t = p.reshape(1, *p.shape), t[None]
     valid = torch.ones_like(t, dtype=torch.bool) if ignore_index is None else t != ignore_index
     fp_, ft = (p > 0) & valid, (t > 0) & valid
@@ -312,7 +314,7 @@ class TGSScore(SegMetric):
 # %% ../nbs/10_metrics.ipynb #e1f25de2
 def pixel_accuracy(pred, target, ignore_index:int|None=None, threshold:float=0.5) -> float:
     "Fraction of correctly labelled pixels, pixels whose target is `ignore_index` left out."
-    p, t = pred_to_labels(pred, threshold), _plain(target).long()
+    p, t = pred_to_labels(pred, threshold), plain_tensor(target).long()
     if t.ndim == 4 and t.shape[1] == 1: t = t[:, 0]
     valid = torch.ones_like(t, dtype=torch.bool) if ignore_index is None else t != ignore_index
     n = int(valid.sum())

@@ -11,7 +11,7 @@ from pathlib import Path
 from .core import InputError, get_image_paths
 
 # %% auto #0
-__all__ = ['MaskPattern', 'Pairs', 'pair_files', 'list_images']
+__all__ = ['MaskPattern', 'Pairs', 'pairing_score', 'candidate_patterns', 'pair_by_pattern', 'pair_files', 'list_images']
 
 # %% ../nbs/02_pairs.ipynb #70eafb29
 _tokens = {'stem': r'.+', 'suffix': r'\.[^./\\]+', 'name': r'.+', 'id': r'[^_/\\]+'}
@@ -119,7 +119,7 @@ class Pairs:
 
 def _key(p) -> str: return os.path.normcase(os.path.normpath(str(p)))
 
-def _score(pairs:Pairs) -> tuple:
+def pairing_score(pairs:Pairs) -> tuple:
     "Rank candidate pairings: one-to-one pairs first (a mask claimed by 2+ images counts for none), then distinct masks, then pairs."
     claims = Counter(_key(m) for m in pairs.masks)
     return (sum(n == 1 for n in claims.values()), len(claims), len(pairs))
@@ -135,7 +135,7 @@ def _prefixes(stem:str):
 
 def _esc(s:str) -> str: return s.replace('{', '{{').replace('}', '}}')
 
-def _candidates(images:list, masks:list, same_folder:bool, limit:int=500) -> list:
+def candidate_patterns(images:list, masks:list, same_folder:bool, limit:int=500) -> list:
     "Patterns that explain how sampled mask names derive from image names, most frequent first, `{stem}` before `{id}`."
     by_stem, by_id = {}, {}
     for im in images:
@@ -163,7 +163,7 @@ def _candidates(images:list, masks:list, same_folder:bool, limit:int=500) -> lis
     return sorted(counts, key=lambda c: (-counts[c], c.startswith('{id}')))   # ties: {stem} patterns (one-to-one) first
 
 # %% ../nbs/02_pairs.ipynb #a7baeac3
-def _pair(images:list, masks:list, pattern, same_folder:bool) -> Pairs:
+def pair_by_pattern(images:list, masks:list, pattern, same_folder:bool) -> Pairs:
     "Pair `images` with the `masks` named by `pattern` (files listed once; mask files removed from images if same folder)."
     mask_keys = {_key(m): m for m in masks}
     if same_folder:
@@ -184,6 +184,8 @@ def _pair(images:list, masks:list, pattern, same_folder:bool) -> Pairs:
     orphans = [m for k, m in mask_keys.items() if k not in used]
     return Pairs(ims, ms, unpaired, orphans, pattern)
 
+_pair, _candidates, _score = pair_by_pattern, candidate_patterns, pairing_score   # their old names
+
 # %% ../nbs/02_pairs.ipynb #8f551e77
 def pair_files(images_dir, masks_dir=None, pattern=None, recurse:bool=True) -> Pairs:
     "Pair the images in `images_dir` with masks in `masks_dir` (None: same folder); guess `pattern` if None."
@@ -194,7 +196,7 @@ def pair_files(images_dir, masks_dir=None, pattern=None, recurse:bool=True) -> P
     mdir = None if same else Path(masks_dir)
     if not files: raise InputError(f"no image files in {images_dir}; check the folder", images_dir)
     if not masks: raise InputError(f"no mask files in {masks_dir}; check the folder", masks_dir)
-    if pattern is None: pats = [MaskPattern(c, mdir, images_dir if mdir else None) for c in _candidates(files, masks, same)[:6]]
+    if pattern is None: pats = [MaskPattern(c, mdir, images_dir if mdir else None) for c in candidate_patterns(files, masks, same)[:6]]
     elif isinstance(pattern, str): pats = [MaskPattern(pattern, mdir, images_dir if mdir else None)]
     elif isinstance(pattern, MaskPattern) and pattern.mask_dir is None and mdir is not None:
         pats = [MaskPattern(pattern.pattern, mdir, images_dir)]
@@ -204,7 +206,7 @@ def pair_files(images_dir, masks_dir=None, pattern=None, recurse:bool=True) -> P
     if same and pattern is not None and all(getattr(p, 'pattern', None) in ('{stem}{suffix}', '{name}') for p in pats):
         raise InputError(f"images and masks are both in {images_dir}: pattern {pats[0].pattern!r} would pair each image "
                          "with itself; pass the masks folder or a pattern such as '{stem}_mask{suffix}'", images_dir)
-    best = max((_pair(files, masks, p, same) for p in pats), key=_score, default=None)   # max keeps the first of ties
+    best = max((pair_by_pattern(files, masks, p, same) for p in pats), key=pairing_score, default=None)   # max keeps the first of ties
     if best is None or len(best) == 0:
         tried = ', '.join(repr(getattr(p, 'pattern', p)) for p in pats) or 'none could be derived from the file names'
         raise InputError(f"no image in {images_dir} has a mask in {masks_dir or images_dir} (patterns tried: {tried}); "
@@ -217,10 +219,10 @@ def list_images(folder, pattern=None, recurse:bool=True) -> list:
     files = get_image_paths(folder, recurse)
     guessed = pattern is None
     if pattern is None:
-        cands = _candidates(files, files, True)
+        cands = candidate_patterns(files, files, True)
         if not cands: return files
         pattern = cands[0]
     if isinstance(pattern, str): pattern = MaskPattern(pattern)
-    pairs = _pair(files, files, pattern, True)
+    pairs = pair_by_pattern(files, files, pattern, True)
     if guessed and 2 * len(pairs) < .5 * len(files): return files   # a few look-alike names are not a mask layout
     return sorted(pairs.images + pairs.unpaired_images)
