@@ -115,7 +115,7 @@ def evaluate(recipe:str, learn, s) -> dict:
 
 # Cached runs are reused only under the same recipe version: bump it with every change to the library that can change
 # a training result (recipe, loss, data pipeline, LR rule), so that no figure comes from older code.
-RECIPE_VERSION = 'issue9-1'
+RECIPE_VERSION = 'issue9-2'  # issue9-2: no augmentation by default
 # The plain-fastai runs depend on fastai and on `evaluate` only: their own version, bumped when either changes.
 PLAIN_VERSION = 'issue9-1'
 
@@ -128,7 +128,9 @@ class RunCache:
             for line in self.path.read_text().splitlines():
                 r = json.loads(line); self.rows[r['key']] = r
     def key(self, **k) -> str:
-        return json.dumps(dict(k, recipe_version=PLAIN_VERSION if k.get('recipe') == 'plain' else RECIPE_VERSION), sort_keys=True)
+        "The cache key of a run: what determines it, and the version of the code it ran (a `recipe_version` in `k` wins)."
+        v = PLAIN_VERSION if k.get('recipe') == 'plain' else RECIPE_VERSION
+        return json.dumps(dict(dict(recipe_version=v), **k), sort_keys=True)
     def get(self, key): return self.rows.get(key)
     def put(self, key, row):
         row = dict(row, key=key); self.rows[key] = row

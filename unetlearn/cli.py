@@ -121,7 +121,9 @@ def _add_model_args(p):
     g.add_argument('--loss', choices=LOSSES, metavar='NAME', help=f"{', '.join(LOSSES)} (default auto: from the head)")
     g.add_argument('--fp16', choices=['auto', 'on', 'off', 'fp16', 'bf16'],
                    help='mixed precision: auto = fp16 on CUDA, off on CPU; on = fp16 on CUDA, bf16 on CPU; or fp16 / bf16 (default auto)')
-    g.add_argument('--aug', choices=['flip', 'dihedral', 'none'], default='flip', help='augmentation (default flip)')
+    g.add_argument('--aug', choices=['flip', 'dihedral', 'none'], default='none',
+                   help='flips of image and mask together (default none: at short budgets augmentation costs Dice, see BENCHMARKS.md)')
+    g.add_argument('--lighting', action='store_true', help='random brightness and contrast changes (default off)')
     g.add_argument('--num-workers', dest='num_workers', type=_count, default=0, metavar='N', help='DataLoader worker processes (default 0)')
     g.add_argument('--lr-find-iters', dest='lr_find_iters', type=_positive_int, default=100, metavar='N',
                    help="LR finder: training steps to run (fastai's num_it, default 100)")
@@ -294,7 +296,7 @@ def data_kwargs(opts) -> dict:
         if not vf.is_file(): raise InputError(f"valid file {vf} does not exist; pass a text file with one image name per line (--valid-file)", vf)
         kw['valid_file'] = vf
     kw['valid_pct'] = 0.2 if getattr(opts, 'valid_pct', None) is None else opts.valid_pct
-    for k in ('seed', 'size', 'bs', 'aug', 'num_workers'):
+    for k in ('seed', 'size', 'bs', 'aug', 'lighting', 'num_workers'):
         if getattr(opts, k, None) is not None: kw[k] = getattr(opts, k)
     return kw
 

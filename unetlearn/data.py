@@ -116,10 +116,10 @@ def SegMaskBlock(decoder:MaskDecoder, codes:list=None, ignore_index:int=None):
 # %% ../nbs/06_data.ipynb #867efae7
 _augs = ('flip', 'dihedral', 'none')
 
-def seg_transforms(size=128, aug:str='flip', lighting:bool=True, normalize:bool=True, resize_method:str='squish',
+def seg_transforms(size=128, aug:str='none', lighting:bool=False, normalize:bool=True, resize_method:str='squish',
                    item_tfms=None, batch_tfms=None) -> tuple:
     "Item and batch transforms for segmentation: `(item_tfms, batch_tfms)`; user transforms are appended."
-    if aug not in _augs: raise ValueError(f"aug must be one of {_augs}, not {aug!r}")
+    if aug not in _augs: raise InputError(f"aug must be one of {', '.join(_augs)}, not {aug!r}")
     items = [] if size is None else [Resize(size, method=resize_method)]
     batch = {'flip': [Flip(p=.5)], 'dihedral': [Dihedral(p=1.)], 'none': []}[aug]
     if lighting: batch += [Brightness(max_lighting=.2, p=.75), Contrast(max_lighting=.2, p=.75)]
@@ -174,7 +174,7 @@ def _size(size):
 # %% ../nbs/06_data.ipynb #ef69829e
 def seg_dataloaders(images, masks=None, pattern=None, codes=None, mask_mode:str='auto', foreground=None, colours=None,
                     valid_pct:float=0.2, valid_file=None, group=None, seed:int=42, size=128, bs:int=8,
-                    aug:str='flip', lighting:bool=True, item_tfms=None, batch_tfms=None, normalize:bool=True,
+                    aug:str='none', lighting:bool=False, item_tfms=None, batch_tfms=None, normalize:bool=True,
                     num_workers:int=0, device=None, values=None, ignore_index='auto', splitter=None,
                     resize_method:str='squish', progress=None, **kwargs):
     "fastai DataLoaders for segmentation from image/mask folders or file lists; every pair checked once, up front, as `check_dataset` does."
