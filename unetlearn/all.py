@@ -16,6 +16,7 @@ from .losses import *
 from .distributed import *
 from .callbacks import *
 from .config import *
+from .networks import *
 from .learner import *
 from .schedule import *
 from .plots import *

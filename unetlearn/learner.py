@@ -17,10 +17,10 @@ from fastai.data.core import DataLoaders
 from fastai.data.transforms import Normalize
 from fastai.optimizer import Adam
 from fastai.learner import Learner
-from fastai.torch_core import params, defaults, trainable_params, TensorMask, TensorImage
+from fastai.torch_core import defaults, trainable_params, TensorMask, TensorImage
 from fastai.callback.schedule import SuggestionMethod
 from fastai.vision.core import imagenet_stats
-from fastai.vision.learner import create_body, model_meta, _default_meta
+from fastai.vision.learner import model_meta
 from fastai.vision.models.unet import DynamicUnet
 from fastai.vision.data import get_c
 from .core import InputError
@@ -28,155 +28,12 @@ from .losses import default_loss
 from .metrics import default_metrics
 from .callbacks import BNRecalibrate, DivergenceMonitor
 from .config import describe_dynamic_unet, is_smp_model
+from .networks import parse_arch, pretrained_kind, load_encoder_weights, seg_splitter, create_seg_model
+from .networks import smp_splitter as _smp_split   # its name here before networks had their own lesson (pickled Learners refer to it)
 from .data import mask_legend, mask_colours, SegMaskCodes
 
 # %% auto #0
-__all__ = ['parse_arch', 'pretrained_kind', 'load_encoder_weights', 'seg_splitter', 'create_seg_model', 'norm_stats',
-           'default_stats', 'with_normalize', 'SegLearner', 'unet_learner']
-
-# %% ../nbs/14_learner.ipynb #17b64cdc
-_SMP_DEFAULT_ENCODER = 'resnet34'
-
-def _smp():
-    try: import segmentation_models_pytorch as smp
-    except ImportError: raise InputError("smp architectures need segmentation-models-pytorch: pip install segmentation-models-pytorch") from None
-    return smp
-
-def _smp_archs() -> dict:
-    smp = _smp()
-    return {k.lower(): v.__name__ for k, v in smp.MODEL_ARCHITECTURES_MAPPING.items()}
-
-def parse_arch(arch) -> dict:
-    "What `arch` names: `{'framework': 'fastai'|'smp', 'arch': name, 'encoder': smp encoder or None}`."
-    if callable(arch) and not isinstance(arch, str):
-        name = getattr(arch, '__name__', None)
-        if name is None or getattr(torchvision.models, name, None) is None or not name.startswith('res'):
-            raise InputError(f"arch {name or arch!r} is not a torchvision ResNet function (resnet18, resnet34, ...); pass "
-                             "such a function or a name, or build the network yourself and pass it (a ready nn.Module)")
-        return dict(framework='fastai', arch=name, encoder=None)
-    if not isinstance(arch, str) or not arch.strip(): raise InputError(f"arch must be a name such as 'resnet34', not {arch!r}")
-    parts = arch.strip().split(':')
-    if parts[0].lower() == 'smp':
-        if len(parts) not in (2, 3) or not parts[1]:
-            raise InputError(f"smp architectures are written 'smp:ARCH' or 'smp:ARCH:ENCODER' (e.g. 'smp:FPN:resnet18'), not {arch!r}")
-        archs = _smp_archs()
-        if parts[1].lower() not in archs:
-            raise InputError(f"unknown smp architecture {parts[1]!r} in {arch!r}; choose one of {', '.join(sorted(archs.values()))}")
-        return dict(framework='smp', arch=archs[parts[1].lower()], encoder=parts[2] if len(parts) == 3 else _SMP_DEFAULT_ENCODER)
-    name = arch.strip()
-    fn = getattr(torchvision.models, name, None) if name.startswith('res') else None
-    if len(parts) > 1 or fn is None or not callable(fn):
-        raise InputError(f"unknown arch {arch!r}; use 'resnet18', 'resnet34' or 'resnet50' (fastai DynamicUnet), "
-                         "or 'smp:ARCH[:ENCODER]' such as 'smp:UnetPlusPlus' or 'smp:FPN:resnet18' (segmentation-models-pytorch)")
-    return dict(framework='fastai', arch=name, encoder=None)
-
-# %% ../nbs/14_learner.ipynb #5f3fa441
-def pretrained_kind(pretrained=True, weights=None) -> tuple:
-    "`('imagenet', None)`, `('none', None)` or `('file', Path)` from fastai-style `pretrained` / `weights` arguments."
-    if weights is not None: return 'imagenet', None
-    if pretrained is True: return 'imagenet', None
-    if pretrained is False or pretrained is None: return 'none', None
-    s = str(pretrained).strip()
-    if s.lower() in ('imagenet', 'true', 'yes', 'default'): return 'imagenet', None
-    if s.lower() in ('none', 'false', 'no', 'random', 'scratch', ''): return 'none', None
-    p = Path(s).expanduser()
-    if not p.is_file():
-        raise InputError(f"pretrained weights file {p} not found; pass pretrained='imagenet' (download), 'none' "
-                         "(random encoder) or the path of a torchvision ResNet weights file (e.g. resnet34-b627a593.pth)", p)
-    return 'file', p
-
-def _download_error(name, url, e) -> InputError:
-    fname = url.rsplit('/', 1)[-1]
-    return InputError(
-        f"could not download the ImageNet weights of {name} from {url} ({type(e).__name__}: {str(e)[:200]}). "
-        f"Without internet (e.g. a Kaggle kernel) either train from scratch with pretrained='none' "
-        f"(CLI: --pretrained none), or get {fname} where you have internet and pass its path: "
-        f"pretrained='path/to/{fname}' (CLI: --pretrained path/to/{fname}); "
-        f"a copy in {Path(torch.hub.get_dir())/'checkpoints'} is also found without downloading.")
-
-def _imagenet_state_dict(name:str, weights=None) -> dict:
-    "torchvision's ImageNet weights of `name`, from torch's cache or downloaded; `InputError` when that fails."
-    from torchvision.models import get_model_weights
-    enum = get_model_weights(name)
-    w = enum.DEFAULT if weights in (None, 'DEFAULT') else (enum[weights] if isinstance(weights, str) else weights)
-    try: return torch.hub.load_state_dict_from_url(w.url, progress=True, check_hash=True)
-    except Exception as e: raise _download_error(name, w.url, e) from None
-
-# %% ../nbs/14_learner.ipynb #08b32e5f
-def _read_state_dict(path) -> dict:
-    path = Path(path)
-    try: sd = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise InputError(f"{path} cannot be read as PyTorch weights ({type(e).__name__}: {str(e)[:200]}); pass a "
-                         "state_dict saved with torch.save(model.state_dict(), path)", path) from None
-    for k in ('state_dict', 'model'):
-        if isinstance(sd, dict) and isinstance(sd.get(k), dict): sd = sd[k]
-    if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
-        raise InputError(f"{path} holds no state_dict of tensors; pass a file saved with torch.save(model.state_dict(), path)", path)
-    for pre in ('module.', 'encoder.'):
-        if all(k.startswith(pre) for k in sd): sd = {k[len(pre):]: v for k, v in sd.items()}
-    return sd
-
-def _adapt_first_conv(w:torch.Tensor, n_in:int) -> torch.Tensor:
-    "A 3-channel first-conv weight for `n_in` channels, as fastai does it (sum for 1; first two x1.5 for 2; zeros after 3)."
-    if n_in == 1: return w.sum(dim=1, keepdim=True)
-    if n_in == 2: return w[:, :2] * 1.5
-    out = w.new_zeros(w.shape[0], n_in, *w.shape[2:])
-    out[:, :3] = w
-    return out
-
-def load_encoder_weights(encoder:nn.Module, weights) -> nn.Module:
-    "Load a torchvision ResNet `state_dict` (a path or a dict; `fc.*` optional) into `encoder` (torchvision ResNet or smp encoder)."
-    src = weights if isinstance(weights, dict) else _read_state_dict(weights)
-    where = 'the given state_dict' if isinstance(weights, dict) else str(weights)
-    own = encoder.state_dict()
-    sd = {k: v for k, v in src.items() if not k.startswith('fc.')}
-    missing = [k for k in own if k not in sd and not k.startswith('fc.')]
-    unexpected = [k for k in sd if k not in own]
-    if missing or unexpected:
-        raise InputError(f"{where} does not fit this encoder ({len(own)} tensors): {len(missing)} missing, e.g. {missing[:3]}, "
-                         f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}; pass the weights of the same architecture "
-                         "(a torchvision ResNet state_dict for a resnet encoder)", None if isinstance(weights, dict) else weights)
-    for k, v in sd.items():
-        if v.shape != own[k].shape:
-            if k == 'conv1.weight' and v.shape[1] == 3 and v.shape[0] == own[k].shape[0]: sd[k] = _adapt_first_conv(v, own[k].shape[1])
-            else: raise InputError(f"{where}: {k} has shape {tuple(v.shape)}, the encoder needs {tuple(own[k].shape)}; "
-                                   "pass the weights of the same architecture", None if isinstance(weights, dict) else weights)
-    encoder.load_state_dict(sd, strict=False)
-    return encoder
-
-# %% ../nbs/14_learner.ipynb #5f7e41d6
-def _smp_split(m): return L(m.encoder, nn.ModuleList([c for n, c in m.named_children() if n != 'encoder'])).map(params)
-
-def seg_splitter(arch):
-    "Parameter-group splitter for `arch`: fastai's encoder split for DynamicUnet, encoder / decoder+head for smp."
-    a = parse_arch(arch)
-    if a['framework'] == 'smp': return _smp_split
-    return model_meta.get(getattr(torchvision.models, a['arch']), _default_meta)['split']
-
-def create_seg_model(arch='resnet34', n_out:int=1, img_size=(64, 64), n_in:int=3, pretrained='none',
-                     self_attention:bool=True, weights=None, cut=None, **kwargs) -> nn.Module:
-    "The segmentation network for `arch` (see `parse_arch`), its encoder from `pretrained` ('imagenet'|'none'|path)."
-    a, (kind, wpath) = parse_arch(arch), pretrained_kind(pretrained, weights)
-    if a['framework'] == 'fastai':
-        fn = getattr(torchvision.models, a['arch'])
-        tv = fn(weights=None)
-        if kind == 'imagenet': tv.load_state_dict(_imagenet_state_dict(a['arch'], weights))
-        elif kind == 'file': load_encoder_weights(tv, wpath)
-        meta = model_meta.get(fn, _default_meta)
-        body = create_body(tv, n_in, kind != 'none', ifnone(cut, meta['cut']))  # adapts the first conv to n_in
-        if isinstance(img_size, int): img_size = (img_size, img_size)
-        return DynamicUnet(body, n_out, tuple(img_size), self_attention=self_attention, **kwargs)
-    smp = _smp()
-    make = lambda w: smp.create_model(a['arch'], encoder_name=a['encoder'], encoder_weights=w, in_channels=n_in, classes=n_out, **kwargs)
-    if kind == 'imagenet':
-        try: return make('imagenet')
-        except (KeyError, ValueError, TypeError) as e:
-            raise InputError(f"smp encoder {a['encoder']!r} has no ImageNet weights ({e}); pass pretrained='none' or a weights file") from None
-        except Exception as e: raise _download_error(f"smp {a['encoder']}", f"(smp's download of {a['encoder']} imagenet weights)", e) from None
-    m = make(None)
-    if kind == 'file': load_encoder_weights(m.encoder, wpath)
-    return m
+__all__ = ['norm_stats', 'default_stats', 'with_normalize', 'SegLearner', 'unet_learner']
 
 # %% ../nbs/14_learner.ipynb #1bd8456c
 def _norm_of(dls):
