@@ -13,7 +13,7 @@ and the peak memory of sliding-window prediction of a 4000x4000 image.
 - Score: Dice at native resolution on the same validation files (ISBI: the membranes; CamVid: mean over the classes
   present, Unlabelled excluded), with unetlearn's `dice_score`.
 
-    python bench/native_resolution.py            # full: 2 data sets x 3 seeds x 2 arms, 120 s each (about 30 min)
+    python bench/native_resolution.py            # full: 2 data sets x 3 seeds x 2 arms, 90 s each (about 50 min, shared 2 cores)
     python bench/native_resolution.py --quick    # smoke test: 8 ISBI images, 64 px, a 4 s budget, 1 seed
 """
 from __future__ import annotations
@@ -126,18 +126,21 @@ def arms_for(s, plan) -> list:
 
 
 PEAK_CODE = r'''
-import resource, sys, time, numpy as np, torch, torch.nn as nn
+import sys, time, numpy as np, torch, torch.nn as nn
 torch.set_num_threads(2)
 from unetlearn.export import SegModel
 from unetlearn.inference import predict_proba
+def status(key):   # kB, from the kernel's accounting of this process
+    return int(next(l for l in open('/proc/self/status') if l.startswith(key)).split()[1])
 side, patch = int(sys.argv[1]), int(sys.argv[2])
 net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 1))
 seg = SegModel(net, {'mean': [.5] * 3, 'std': [.25] * 3}).eval()
 seg.config['patch'] = [patch, patch]
 img = np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = status('VmRSS')
+open('/proc/self/clear_refs', 'w').write('5')   # reset the peak (VmHWM) to the current size: imports do not count
 t = time.time(); p = predict_proba(seg, img, bs=4)
-print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, p.shape[1], p.shape[2], time.time() - t)
+print(before, status('VmHWM'), p.shape[1], p.shape[2], time.time() - t)
 '''
 
 
@@ -146,21 +149,21 @@ def peak_memory(side:int, patch:int) -> dict:
     r = subprocess.run([sys.executable, '-c', PEAK_CODE, str(side), str(patch)], capture_output=True, text=True, cwd=ROOT, timeout=1800)
     if r.returncode: raise RuntimeError(r.stderr[-2000:])
     before, after, h, w, secs = r.stdout.split()[-5:]
-    return dict(side=side, patch=patch, rss_before_mb=int(before) / 1024, peak_mb=int(after) / 1024,
+    return dict(side=side, patch=patch, rss_before_mb=int(before) / 1024, peak_mb=int(after) / 1024,   # kB -> MB
                 grown_mb=(int(after) - int(before)) / 1024, out=(int(h), int(w)), seconds=float(secs))
 
 
 def main():
     p = parser('native_resolution', __doc__)
     p.add_argument('--seeds', type=int, default=None, help='seeds per arm (default 3)')
-    p.add_argument('--budget', type=float, default=None, help='training seconds per run (default 120; quick: 4)')
+    p.add_argument('--budget', type=float, default=None, help='training seconds per run (default 90; quick: 4)')
     p.add_argument('--datasets', default='isbi2012_em,camvid_segnet_val')
     p.add_argument('--no-memory', action='store_true', help='skip the 4000x4000 peak-memory measurement')
     p.add_argument('--reuse', metavar='JSON', help="take the runs of an earlier result of this script (same data set, arm, seed, "
                    "budget, LR and mode) instead of training them again, e.g. after a change to the plan's rules only")
     a = p.parse_args()
     q = a.quick
-    seeds, budget = list(range(a.seeds or (1 if q else 3))), a.budget or (4. if q else 120.)
+    seeds, budget = list(range(a.seeds or (1 if q else 3))), a.budget or (4. if q else 90.)
     r = Result('native_resolution', 'Native-resolution patches vs resized images, same wall time, scored at native resolution', a)
     warnings.filterwarnings('ignore')
     torch.set_num_threads(2)
@@ -210,7 +213,7 @@ def main():
         r.d['data']['memory'] = m
         acc = m['side'] ** 2 * 4 * 2 / 2 ** 20
         r.table(f"Peak memory of sliding-window prediction, one {m['side']}x{m['side']} RGB image, {m['patch']} px windows",
-                ['image', 'windows', 'peak resident MB', 'grown by MB', 'accumulators MB (1 class + weights)', 'seconds'],
+                ['image', 'windows', 'peak resident MB', 'grown by MB (peak - before)', 'accumulators MB (1 class + weights)', 'seconds'],
                 [[f"{m['side']}x{m['side']}", f"{m['patch']} px, 4 per batch", m['peak_mb'], m['grown_mb'], acc, m['seconds']]],
                 note='A fresh process (python, torch, unetlearn imported first); a 3-conv network, so the figure is the '
                      'sliding window\'s own memory: the uint8 image and its padded copy, one float map per output channel and '
