@@ -122,6 +122,6 @@ def patch_dataloaders(images, masks=None, patch=256, fg_rate:float=1/3, per_imag
     return dls
 
 def _config_takes_patch() -> bool:
-    "Whether the model config's allow-list (unetlearn.export) has the `patch` field, so saved models record it."
-    from unetlearn import export
-    return 'patch' in getattr(export, '_CONFIG_FIELDS', {})
+    "Whether the model config's allow-list (`unetlearn.config`) has the `patch` field, so that saved models record it."
+    from unetlearn import config   # looked up when called: the config lesson comes later and does not build on this one
+    return 'patch' in getattr(config, '_CONFIG_FIELDS', {})
