@@ -13,9 +13,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from _common import SCRIPTS as ORDER, md_table, fmt, verdict  # noqa: E402
 
-HEADINGS = {'overhead': '1. Framework overhead', 'data_pipeline': '2. Data pipeline', 'quality': '3. Quality at the same epochs', 'lr_rule': '4. The learning-rate rule',
-            'default_run': '5. The default run', 'tta': '6. TTA cost', 'memory': '7. Peak memory',
-            'gpu': '8. GPU throughput and mixed precision'}
+HEADINGS = {'overhead': 'Framework overhead', 'data_pipeline': 'Data pipeline', 'quality': 'Quality at the same epochs', 'ablation': 'Ablation', 'lr_rule': 'The learning-rate rule',
+            'default_run': 'The default run', 'tta': 'TTA cost', 'memory': 'Peak memory',
+            'gpu': 'GPU throughput and mixed precision'}
 NUM = {n: f'{i + 1}.' for i, n in enumerate(ORDER)}
 
 
@@ -79,7 +79,7 @@ def main():
         else:
             why = ('not run here: this machine has no GPU (`python bench/gpu.py` on a CUDA machine fills it in)' if n == 'gpu'
                    else f'no result yet: run `python bench/{n}.py`')
-            body.append(f"## {HEADINGS[n]}\n\n_{why}._\n")
+            body.append(f"## {NUM[n]} {HEADINGS.get(n, n)}\n\n_{why}._\n")
             extra = HERE/'notes'/f'{n}.md'
             if extra.exists(): body.append(extra.read_text().strip() + '\n')
     Path(a.out).write_text('\n'.join(head + body).rstrip() + '\n')

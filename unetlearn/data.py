@@ -18,10 +18,10 @@ from fastai.data.core import DataLoaders
 from fastai.data.transforms import IntToFloatTensor, Normalize, IndexSplitter
 from fastai.vision.core import PILImage, PILMask, AddMaskCodes, imagenet_stats
 from fastai.vision.augment import Resize, ResizeMethod, Flip, Dihedral, Brightness, Contrast
-from .core import InputError, open_image, to_rgb8, get_image_paths
+from .core import InputError, open_image, to_rgb8, get_image_paths, as_hw
 from .masks import MaskDecoder, read_codes
 from .check import check_pairs
-from .pairs import MaskPattern, Pairs, pair_files, _pair, _candidates, _score
+from .pairs import MaskPattern, Pairs, pair_files, pair_by_pattern, candidate_patterns, pairing_score
 from .splits import random_splitter, file_splitter, group_splitter
 
 # %% ../nbs/06_data.ipynb #8ce31241
@@ -158,18 +158,14 @@ def _resolve_pairs(images, masks, pattern) -> Pairs:
     if pattern is not None and not mfiles:   # no folder to list: trust the pattern, check existence
         ok = [i for i in images if Path(pattern(i)).exists()]
         return Pairs(ok, [Path(pattern(i)) for i in ok], [i for i in images if i not in set(ok)], [], pattern)
-    pats = [pattern] if pattern is not None else [MaskPattern(c, masks) for c in _candidates(images, mfiles, False)[:6]]
-    best = max((_pair(images, mfiles, p, False) for p in pats), key=_score, default=None)
+    pats = [pattern] if pattern is not None else [MaskPattern(c, masks) for c in candidate_patterns(images, mfiles, False)[:6]]
+    best = max((pair_by_pattern(images, mfiles, p, False) for p in pats), key=pairing_score, default=None)
     if best is None or not len(best): raise InputError(f"no mask in {masks} matches the given images; pass pattern=", masks)
     return best
 
 def _ignore(ignore_index, codes):
     if ignore_index != 'auto': return ignore_index
     return next((i for i, c in enumerate(codes) if str(c).lower() == 'void'), None)
-
-def _size(size):
-    if size is None: return None
-    return [int(size), int(size)] if isinstance(size, (int, np.integer)) else [int(s) for s in size]
 
 # %% ../nbs/06_data.ipynb #ef69829e
 def seg_dataloaders(images, masks=None, pattern=None, codes=None, mask_mode:str='auto', foreground=None, colours=None,
@@ -223,7 +219,7 @@ def _dls_from_pairs(images, masks, codes, mask_mode, foreground, colours, values
     dls.codes, dls.n_classes, dls.ignore_index, dls.decoder = codes, len(codes), ii, decoder
     dls.seg_config = dict(codes=list(codes), mask_mode=decoder.mode, foreground=decoder.foreground,
                           colours=decoder.config()['colours'], values=decoder.config()['values'], scale=decoder.scale,
-                          size=_size(size), resize_method=str(resize_method), n_in=3, ignore_index=ii,
+                          size=as_hw(size), resize_method=str(resize_method), n_in=3, ignore_index=ii,
                           mean=None if nz is None else [round(float(x), 6) for x in np.ravel(nz.mean.cpu())],
                           std=None if nz is None else [round(float(x), 6) for x in np.ravel(nz.std.cpu())],
                           pattern=pattern, mask=decoder.config())
