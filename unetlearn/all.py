@@ -11,6 +11,8 @@ from .rle import *
 from .sample import *
 from .data import *
 from .check import *
+from .patches import *
+from .plan import *
 from .metrics import *
 from .losses import *
 from .distributed import *

@@ -10,7 +10,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['TRAIN_DEFAULTS', 'SAMPLE_DEFAULTS', 'SAMPLE_PATTERN', 'LOSSES', 'COMMANDS', 'build_parser', 'cli_words', 'UsageError',
            'run_command', 'is_sample_run', 'resolve_defaults', 'data_kwargs', 'check_command', 'train_options',
-           'train_command', 'lr_find_command', 'predict_command', 'main']
+           'train_command', 'lr_find_command', 'predict_command', 'plan_command', 'main']
 
 # %% ../nbs/30_cli.ipynb #eb4c6bb8
 TRAIN_DEFAULTS = dict(size=128, bs=8, arch='resnet34', pretrained='imagenet', loss='auto', epochs=10, freeze_epochs=1,
@@ -80,6 +80,9 @@ defaults: with --images: size 128, bs 8, arch resnet34, pretrained imagenet, epo
   unetlearn check --images kaggle_3m --mask-pattern '{stem}_mask{suffix}'""",
  'lr-find': """examples:
   unetlearn lr-find --images data/images --masks data/masks --out runs/lr""",
+ 'plan': """examples:
+  unetlearn plan --images isbi/image --masks isbi/label --foreground 0
+  unetlearn train --images isbi/image --masks isbi/label --foreground 0 --plan   # train with that plan""",
  'train-multi': """multi-GPU (one process per GPU, same command):
   accelerate launch --num_processes 4 -m unetlearn train --images data/images --masks data/masks --out runs/big""",
 }
@@ -113,6 +116,9 @@ def _add_split_args(g):
 def _add_model_args(p):
     g = p.add_argument_group('model and training')
     g.add_argument('--size', type=_positive_int, metavar='N', help='training image size in pixels, N x N (default 128; sample: 64)')
+    g.add_argument('--patch', type=_positive_int, metavar='N',
+                   help='train on random N x N patches at native resolution (a third centred on foreground) instead of resizing, '
+                        'validate on whole images; predict then slides N px windows (N a multiple of 32)')
     g.add_argument('--bs', type=_positive_int, metavar='N', help='batch size (default 8)')
     g.add_argument('--arch', metavar='NAME',
                    help="encoder: resnet18|resnet34|resnet50 (fastai DynamicUnet) or smp:ARCH[:ENCODER] (default resnet34; sample: resnet18)")
@@ -158,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='how many of the --epochs train with a pretrained encoder frozen, first (default 1; sample: 0); a random encoder is never frozen')
     g.add_argument('--lr', type=_lr, metavar='auto|FLOAT', help='learning rate; auto runs the LR finder (default auto; sample: 3e-3)')
     g.add_argument('--progressive', type=_sizes, metavar='64,128', help='progressive resizing: train at each size in turn')
+    g.add_argument('--plan', action='store_true',
+                   help='choose --patch or --size, --bs, --arch and --epochs from the data (see unetlearn plan); flags you give win')
     g.add_argument('--out', metavar='RUN_DIR', help='run folder (default runs/<date-time>)')
     g.add_argument('--resume', action='store_true', help='continue from the last checkpoint in RUN_DIR (default: the newest run in runs/); a finished run is kept as it is')
     g.add_argument('--overwrite', action='store_true', help='train again into a RUN_DIR that holds a run (its files are replaced); without it such a folder is refused')
@@ -189,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = _add_model_args(l)
     g.add_argument('--out', metavar='RUN_DIR', help='folder for lr_find.png (default runs/<date-time>)')
     _add_output_args(l)
+    # plan
+    pl = sub.add_parser('plan', help='propose a recipe from the data: resize or patches, sizes, batch, architecture, loss',
+                        epilog=_EPILOG['plan'], formatter_class=fmt,
+                        description="Read the data set's fingerprint and print a training plan with the reason for each choice.")
+    _add_split_args(_add_data_args(pl, images_required=True))   # the split is not used: the same data flags as train
+    pl.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto', help='the device to plan for (default auto: this one)')
+    pl.add_argument('--minutes', type=float, default=10, metavar='M', help='training time to plan for (default 10)')
+    _add_output_args(pl)
     return p
 
 # %% ../nbs/30_cli.ipynb #10078f6f
@@ -270,9 +286,12 @@ def is_sample_run(opts) -> bool:
 
 def resolve_defaults(opts):
     "Fill the options left unset with `TRAIN_DEFAULTS`, or `SAMPLE_DEFAULTS` for the sample data set; returns `opts`."
+    if getattr(opts, 'patch', None) and (getattr(opts, 'size', None) is not None or getattr(opts, 'progressive', None)):
+        raise UsageError("--patch N trains on N x N patches at native resolution, --size / --progressive resize whole images: pass one of them")
     d = SAMPLE_DEFAULTS if is_sample_run(opts) else TRAIN_DEFAULTS
     for k, v in d.items():
         if hasattr(opts, k) and getattr(opts, k) is None: setattr(opts, k, v)
+    if getattr(opts, 'patch', None): opts.size = None   # native resolution: no resize
     return opts
 
 def data_kwargs(opts) -> dict:
@@ -296,7 +315,7 @@ def data_kwargs(opts) -> dict:
         if not vf.is_file(): raise InputError(f"valid file {vf} does not exist; pass a text file with one image name per line (--valid-file)", vf)
         kw['valid_file'] = vf
     kw['valid_pct'] = 0.2 if getattr(opts, 'valid_pct', None) is None else opts.valid_pct
-    for k in ('seed', 'size', 'bs', 'aug', 'lighting', 'num_workers'):
+    for k in ('seed', 'size', 'patch', 'bs', 'aug', 'lighting', 'num_workers'):
         if getattr(opts, k, None) is not None: kw[k] = getattr(opts, k)
     return kw
 
@@ -359,6 +378,7 @@ def train_options(opts) -> dict:
 
 def train_command(opts) -> int:
     "`unetlearn train`: train into a run folder and print the final validation metrics; returns 0."
+    if getattr(opts, 'plan', False): _apply_plan(opts)
     kw = train_options(opts)
     data = data_kwargs(opts)
     from unetlearn import distributed as dist
@@ -453,7 +473,32 @@ def predict_command(opts) -> int:
     return 0
 
 # %% ../nbs/30_cli.ipynb #0bd004cb
-COMMANDS = {'train': train_command, 'predict': predict_command, 'check': check_command, 'lr-find': lr_find_command}
+def _plan_of(opts):
+    "The `Plan` of the data named by `opts` (`plan_training`), for this machine's device unless --device says otherwise."
+    from unetlearn.plan import plan_training
+    import torch
+    kw = data_kwargs(opts)
+    dev = getattr(opts, 'device', None) or 'auto'
+    if dev == 'auto': dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+    return plan_training(kw['images'], kw.get('masks'), device=dev, minutes=getattr(opts, 'minutes', None) or 10,
+                         pattern=kw.get('pattern'), codes=kw.get('codes'), mask_mode=kw.get('mask_mode', 'auto'),
+                         foreground=kw.get('foreground'))
+
+def plan_command(opts) -> int:
+    "`unetlearn plan`: print the plan for the data set (`plan_training`) with the reason for each choice; returns 0."
+    print(_plan_of(opts))
+    return 0
+
+def _apply_plan(opts):
+    "`train --plan`: the options left unset come from the plan (`apply_plan`); a --size or --progressive given keeps resizing."
+    from unetlearn.plan import apply_plan
+    p = _plan_of(opts)
+    if _verbosity(opts): print(p)
+    if opts.size is not None or opts.progressive: p.mode, p.patch = 'resize', None
+    apply_plan(opts, p)
+
+COMMANDS = {'train': train_command, 'predict': predict_command, 'check': check_command, 'lr-find': lr_find_command,
+            'plan': plan_command}
 
 def main(argv=None) -> int:
     "The `unetlearn` program: parse `argv` (default `sys.argv[1:]`), run the command, return the exit code."

@@ -111,7 +111,7 @@ def translate_config(cfg:dict) -> dict:
     if mm and not cfg.get('mask'):
         cfg['mask'] = {'mode': mm.get('mask_mode', 'auto'), 'foreground': mm.get('foreground'),
                        'colours': mm.get('colours'), 'values': mm.get('values')}
-    for k in ('size', 'img_size'):
+    for k in ('size', 'img_size', 'patch'):
         if k in cfg: cfg[k] = as_hw(cfg[k])
     return cfg
 
@@ -292,7 +292,7 @@ _CONFIG_FIELDS = dict(
     codes=_opt(_list(_CODE, 0, _MAX_CLASSES)), threshold=_num(0, 1), self_attention=_bool,
     model_kwargs=lambda v: v if isinstance(v, dict) else _obj({}, '')(v),   # checked per framework below
     ignore_index=_opt(_int(-1000, 65535)), mean=_opt(_list(_num(-1e6, 1e6), 1, _MAX_CHANNELS)),
-    std=_opt(_list(_num(1e-8, 1e6), 1, _MAX_CHANNELS)), size=_opt(_side), img_size=_opt(_side),
+    std=_opt(_list(_num(1e-8, 1e6), 1, _MAX_CHANNELS)), size=_opt(_side), img_size=_opt(_side), patch=_opt(_side),
     resize_method=_opt(_choice(*_RESIZE_METHODS, 'squash')), mask=_opt(_obj(_MASK_FIELDS, 'mask.')),
     scale=_opt(_choice(1, 255, 65535)), pattern=_opt(_text(1000)), pretrained=_opt(_text(4096)),
     versions=_opt(_obj({k: _opt(_text(100)) for k in ('unetlearn', 'fastai', 'torch')}, 'versions.')),

@@ -172,8 +172,15 @@ def seg_dataloaders(images, masks=None, pattern=None, codes=None, mask_mode:str=
                     valid_pct:float=0.2, valid_file=None, group=None, seed:int=42, size=128, bs:int=8,
                     aug:str='none', lighting:bool=False, item_tfms=None, batch_tfms=None, normalize:bool=True,
                     num_workers:int=0, device=None, values=None, ignore_index='auto', splitter=None,
-                    resize_method:str='squish', progress=None, **kwargs):
+                    resize_method:str='squish', progress=None, patch=None, fg_rate:float=1/3, **kwargs):
     "fastai DataLoaders for segmentation from image/mask folders or file lists; every pair checked once, up front, as `check_dataset` does."
+    if patch is not None:  # native resolution: random patches to train, whole images to validate (the patches lesson,
+        from .patches import patch_dataloaders  # which builds on this one: looked up when asked for); `size` is not used
+        return patch_dataloaders(images, masks, patch=patch, fg_rate=fg_rate, pattern=pattern, codes=codes, mask_mode=mask_mode,
+                                 foreground=foreground, colours=colours, valid_pct=valid_pct, valid_file=valid_file, group=group,
+                                 seed=seed, bs=bs, aug=aug, lighting=lighting, item_tfms=item_tfms, batch_tfms=batch_tfms,
+                                 normalize=normalize, num_workers=num_workers, device=device, values=values,
+                                 ignore_index=ignore_index, splitter=splitter, progress=progress, **kwargs)
     pairs = _resolve_pairs(images, masks, pattern)
     if pairs.unpaired_images:
         u = pairs.unpaired_images

@@ -165,7 +165,6 @@ class eval_mode:
     def __exit__(self, *a):
         for mm, t in self.modes: mm.training = t
 
-_train_off = eval_mode   # its old private name (unetlearn.inference imports it)
 
 
 # %% ../nbs/21_export.ipynb #878bea90

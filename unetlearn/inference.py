@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from .core import InputError, get_image_paths, is_image_path, writable_folder, write_new_file, os_reason
-from .export import SegModel, as_seg_model, load_seg_model, read_input, _train_off
+from .export import SegModel, as_seg_model, load_seg_model, read_input, eval_mode
 
 # %% auto #0
 __all__ = ['TTA_MODES', 'KAGGLE', 'model_geometry', 'tta_transforms', 'dihedral', 'tta_probs', 'predict_proba', 'predict',
@@ -177,7 +177,7 @@ def _predict_arrays(seg, arrays:list, tta, tile, overlap, bs:int, blend='auto') 
 def predict_proba(model, img, tta='none', tile='auto', overlap='auto', bs:int=4, blend='auto') -> np.ndarray:
     "Probabilities `[n_out, H, W]` (float32) of `img` at its original size."
     seg = as_seg_model(model)
-    with _train_off(seg), torch.no_grad():
+    with eval_mode(seg), torch.no_grad():
         return _predict_arrays(seg, [seg.read(img)], tta, tile, overlap, bs, blend)[0].numpy()
 
 def predict(model, img, tta='none', threshold:float|None=None, tile='auto', overlap='auto', bs:int=4, blend='auto') -> np.ndarray:
@@ -266,7 +266,7 @@ def predict_files(model, items, out=None, bs:int=8, tta='none', threshold:float|
     outs = None if out is None else _plan_outputs(paths, root, out)
     res = Predictions([], [] if keep else None, [] if with_probs else None, [] if out is not None else None, [], seg.codes)
     chunks = [list(range(i, min(i + bs, len(paths)))) for i in range(0, len(paths), bs)]
-    with _train_off(seg), torch.no_grad():
+    with eval_mode(seg), torch.no_grad():
         for chunk in (_bar(chunks) if progress else chunks):
             good, arrays = [], []
             for i in chunk:
@@ -466,7 +466,7 @@ class SegInterpretation:
         cfg = getattr(learn, 'unet_config', None) or {}
         ii = cfg.get('ignore_index', seg.config.get('ignore_index'))
         images, preds, targs, scores = [], [], [], []
-        with _train_off(seg), torch.no_grad():
+        with eval_mode(seg), torch.no_grad():
             for b in dl:
                 xb, yb = b[0], b[1]
                 labels = seg.decode(seg.activation(seg(xb).float()), threshold).long().cpu()

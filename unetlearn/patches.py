@@ -118,10 +118,6 @@ def patch_dataloaders(images, masks=None, patch=256, fg_rate:float=1/3, per_imag
     tfm.ignore_index = dls.ignore_index   # known once the masks are decoded
     dls.patch = [ph, pw]
     dls.patch_config = dict(patch=[ph, pw], fg_rate=tfm.fg_rate, per_image=int(per_image), valid_max=list(tfm.valid_max))
-    if _config_takes_patch(): dls.seg_config['patch'] = [ph, pw]
+    dls.seg_config['patch'] = [ph, pw]   # saved with the model: prediction slides windows of this size
     return dls
 
-def _config_takes_patch() -> bool:
-    "Whether the model config's allow-list (`unetlearn.config`) has the `patch` field, so that saved models record it."
-    from unetlearn import config   # looked up when called: the config lesson comes later and does not build on this one
-    return 'patch' in getattr(config, '_CONFIG_FIELDS', {})

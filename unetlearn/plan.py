@@ -17,7 +17,7 @@ from .data import _resolve_pairs, _ignore
 
 # %% auto #0
 __all__ = ['THROUGHPUT', 'RESIZE_LOSS', 'THIN', 'components', 'resize_back_dice', 'thin_share', 'Fingerprint', 'fingerprint',
-           'Plan', 'plan_training', 'plan_command', 'apply_plan']
+           'Plan', 'plan_training', 'apply_plan']
 
 # %% ../nbs/09_plan.ipynb #b0c1e007
 def components(mask:np.ndarray, max_side:int=256) -> np.ndarray:
@@ -248,19 +248,6 @@ def plan_training(images, masks=None, device:str='cpu', minutes:float=10, patter
     return Plan(mode, patch, size if mode == 'resize' else None, bs, arch, 'default', epochs, fg, fp, R)
 
 # %% ../nbs/09_plan.ipynb #b0c1e023
-def plan_command(opts) -> int:
-    """`unetlearn plan --images DIR [--masks DIR] [data flags] [--device auto|cpu|cuda] [--minutes M]`: print the plan
-    (and its fingerprint) for the data set; returns 0. The data flags are `unetlearn train`'s (`cli.data_kwargs`)."""
-    from unetlearn.cli import data_kwargs
-    kw = data_kwargs(opts)
-    dev = getattr(opts, 'device', None) or 'auto'
-    if dev == 'auto': dev = 'cuda' if torch.cuda.is_available() else 'cpu'
-    plan = plan_training(kw['images'], kw.get('masks'), device=dev, minutes=getattr(opts, 'minutes', None) or 10,
-                         pattern=kw.get('pattern'), codes=kw.get('codes'), mask_mode=kw.get('mask_mode', 'auto'),
-                         foreground=kw.get('foreground'))
-    print(plan)
-    return 0
-
 def apply_plan(opts, plan:Plan):
     """`unetlearn train --plan`: fill the train options left unset (`--patch`, `--size`, `--bs`, `--arch`, `--epochs`)
     from `plan`; options given on the command line win. Returns `opts`."""
