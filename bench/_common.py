@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT/'bench'/'results'
-SCRIPTS = ['overhead', 'data_pipeline', 'quality', 'ablation', 'lr_rule', 'default_run', 'tta', 'memory', 'gpu']  # run and report order
+SCRIPTS = ['overhead', 'data_pipeline', 'quality', 'ablation', 'lr_rule', 'default_run', 'tta', 'memory', 'gpu', 'native_resolution']  # run and report order
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # `python bench/x.py` from a clone works without install
 
 warnings.filterwarnings('ignore', category=FutureWarning)

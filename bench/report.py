@@ -15,7 +15,7 @@ from _common import SCRIPTS as ORDER, md_table, fmt, verdict  # noqa: E402
 
 HEADINGS = {'overhead': 'Framework overhead', 'data_pipeline': 'Data pipeline', 'quality': 'Quality at the same epochs', 'ablation': 'Ablation', 'lr_rule': 'The learning-rate rule',
             'default_run': 'The default run', 'tta': 'TTA cost', 'memory': 'Peak memory',
-            'gpu': 'GPU throughput and mixed precision'}
+            'gpu': 'GPU throughput and mixed precision', 'native_resolution': 'Native-resolution training'}
 NUM = {n: f'{i + 1}.' for i, n in enumerate(ORDER)}
 
 

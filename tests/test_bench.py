@@ -8,10 +8,12 @@ with warnings.catch_warnings():  # _common silences warnings for benchmark outpu
     from _common import SCRIPTS  # noqa: E402  the list run_all.py and report.py use
 
 NEEDS_DATA = {'data_pipeline', 'quality', 'lr_rule', 'ablation', 'tta', 'memory'}
+SLOW_QUICK = {'native_resolution': 'its quick mode trains 4 wall-clock-budgeted runs (about 2 min on 2 cores)'}
 
 
 @pytest.mark.parametrize('name', SCRIPTS)
 def test_bench_quick(name, tmp_path):
+    if name in SLOW_QUICK: pytest.skip(f"bench/{name}.py --quick is run by hand: {SLOW_QUICK[name]}")
     why = missing_data('isbi2012_em') if name in NEEDS_DATA else None
     if why: pytest.skip(f"bench/{name}.py needs real data: {why}")
     out = tmp_path/f'{name}.json'
