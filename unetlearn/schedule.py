@@ -108,7 +108,7 @@ def _lr_figure(lrs, losses, marks:dict, lr) -> mfig.Figure:
     fig.tight_layout()
     return fig
 
-LR_DIV = 3.  # the rule: the LR at the lowest smoothed loss, divided by this (see the benchmark above)
+LR_DIV = 10.  # the rule: the LR at the lowest smoothed loss, divided by this (see the benchmark above)
 
 def lr_rule(lrs, losses, num_it:int=100, div:float=LR_DIV) -> tuple:
     "unetlearn's LR rule on an LR-finder curve: `(lr, why)`, the LR of the lowest smoothed loss divided by `div`."
