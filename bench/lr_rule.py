@@ -61,10 +61,11 @@ def main():
         fs = [run_one(cache, s, 'unetlearn', seed, 'finder', cached_only=True) for seed in seeds]
         fs = [f for f in fs if f is not None]
         if fs:
-            from unetlearn.train import lr_rule, LR_DIV
-            sug = [dict(f['suggestions'], rule=lr_rule(f['lrs'], f['losses'])[0]) for f in fs]
+            from unetlearn.schedule import lr_rule, LR_DIV
+            div = LR_DIV['sigmoid' if name == 'isbi2012_em' else 'softmax']
+            sug = [dict(f['suggestions'], rule=lr_rule(f['lrs'], f['losses'], div=div)[0]) for f in fs]
             r.table(f"{name}: where fastai's suggestions and the rule fall on the LR finder's curve (one line per seed)",
-                    ['seed', 'valley', 'slide', 'minimum', 'steep', f'rule (lowest loss / {LR_DIV:g})'],
+                    ['seed', 'valley', 'slide', 'minimum', 'steep', f'rule (lowest loss / {div:g})'],
                     [[str(f['seed'])] + [f"{x.get(k, float('nan')):.1e}" for k in ('valley', 'slide', 'minimum', 'steep', 'rule')]
                      for f, x in zip(fs, sug)])
         if 'rule' in dice and any(lr in dice for lr in grid):

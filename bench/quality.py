@@ -146,8 +146,9 @@ def run_one(cache:RunCache, s, recipe:str, seed:int, lr='rule', loss:str='defaul
     rule = {}
     if lr == 'rule':  # the rule's own version: changing it does not invalidate the fixed-LR runs
         import inspect
-        from unetlearn.train import LR_DIV, find_lr
-        rule = dict(rule=f"lowest loss / {LR_DIV:g}, clamp {inspect.signature(find_lr).parameters['clamp'].default}")
+        from unetlearn.schedule import LR_DIV, find_lr
+        div = LR_DIV['sigmoid' if s['name'] == 'isbi2012_em' else 'softmax']  # the binary set has the sigmoid head
+        rule = dict(rule=f"lowest loss / {div:g}, clamp {inspect.signature(find_lr).parameters['clamp'].default}")
     key = cache.key(dataset=s['name'], recipe=recipe, seed=seed, lr=lr, loss=loss, size=list(s['size']), bs=s['bs'],
                     quick=s['quick'], **rule, **({} if lr == 'finder' else dict(epochs=s['epochs'])))  # the finder needs no epochs
     if (hit := cache.get(key)) is not None or cached_only: return hit

@@ -697,6 +697,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'unetlearn.schedule.fine_tune_plan': ('schedule.html#fine_tune_plan', 'unetlearn/schedule.py'),
                                     'unetlearn.schedule.fit_one_cycle_from': ('schedule.html#fit_one_cycle_from', 'unetlearn/schedule.py'),
                                     'unetlearn.schedule.fit_progressive': ('schedule.html#fit_progressive', 'unetlearn/schedule.py'),
+                                    'unetlearn.schedule.lr_divisor': ('schedule.html#lr_divisor', 'unetlearn/schedule.py'),
                                     'unetlearn.schedule.lr_rule': ('schedule.html#lr_rule', 'unetlearn/schedule.py'),
                                     'unetlearn.schedule.run_plan': ('schedule.html#run_plan', 'unetlearn/schedule.py'),
                                     'unetlearn.schedule.set_precision': ('schedule.html#set_precision', 'unetlearn/schedule.py')},

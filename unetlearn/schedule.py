@@ -23,7 +23,7 @@ from .callbacks import TrainedEpochs, BestModelCallback, set_rng_states
 from .learner import with_normalize, norm_stats
 
 # %% auto #0
-__all__ = ['LR_DIV', 'choose_precision', 'AutocastCPU', 'set_precision', 'LRFind', 'lr_rule', 'find_lr', 'Stage',
+__all__ = ['LR_DIV', 'choose_precision', 'AutocastCPU', 'set_precision', 'LRFind', 'lr_divisor', 'lr_rule', 'find_lr', 'Stage',
            'fine_tune_plan', 'encoder_is_pretrained', 'fit_one_cycle_from', 'run_plan', 'fine_tune', 'fit_progressive']
 
 # %% ../nbs/15_schedule.ipynb #d9ddeb55
@@ -108,9 +108,13 @@ def _lr_figure(lrs, losses, marks:dict, lr) -> mfig.Figure:
     fig.tight_layout()
     return fig
 
-LR_DIV = 10.  # the rule: the LR at the lowest smoothed loss, divided by this (see the benchmark above)
+LR_DIV = {'sigmoid': 3., 'softmax': 10.}  # the rule: the LR at the lowest smoothed loss divided by this, by head (see above)
 
-def lr_rule(lrs, losses, num_it:int=100, div:float=LR_DIV) -> tuple:
+def lr_divisor(n_out) -> float:
+    "The rule's divisor for a head of `n_out` channels: one sigmoid channel, or a softmax (also when unknown)."
+    return LR_DIV['sigmoid' if n_out == 1 else 'softmax']
+
+def lr_rule(lrs, losses, num_it:int=100, div:float=LR_DIV['sigmoid']) -> tuple:
     "unetlearn's LR rule on an LR-finder curve: `(lr, why)`, the LR of the lowest smoothed loss divided by `div`."
     lrs, losses = torch.as_tensor(lrs, dtype=torch.float64), torch.as_tensor(losses, dtype=torch.float64)
     lo, hi = num_it//10, len(lrs) - 5  # fastai's window: skip the first tenth and the last 5 points
@@ -140,7 +144,7 @@ def find_lr(learn, start_lr:float=1e-7, end_lr:float=10, num_it:int=100, save=No
             v, _ = f(lrs, losses, num_it)
             if math.isfinite(v): sugg[nm] = float(v)
         except Exception: pass  # too few points for this method
-    if rule == 'auto': lr, why = lr_rule(all_lrs, all_losses, num_it)
+    if rule == 'auto': lr, why = lr_rule(all_lrs, all_losses, num_it, lr_divisor(getattr(learn, 'n_out', None)))
     elif rule in sugg: lr, why = sugg[rule], f"fastai's {rule}"
     else: lr, why = 1e-3, f"default 1e-3 (no {rule} suggestion on this curve)"
     if clamp:
