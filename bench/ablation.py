@@ -64,24 +64,9 @@ def clean_finish_cb(frac:float=1/3):
 
 def batch_dice_loss(n_out:int, ignore_index):
     "CE/BCE + soft Dice summed over the whole batch per class, averaged over the classes present in the batch's masks."
-    import torch
     from unetlearn.losses import SoftDiceLoss, ComboLoss, SegCELoss, SegBCELoss
-    from unetlearn.metrics import scored_classes
-    class BatchSoftDice(SoftDiceLoss):
-        def __call__(self, pred, targ):
-            pred, targ, valid = self._prep(pred, targ)
-            probs = torch.cat([1 - torch.sigmoid(pred), torch.sigmoid(pred)], 1) if pred.shape[1] == 1 else pred.softmax(1)
-            C, m = probs.shape[1], valid[:, None].float()
-            onehot = torch.nn.functional.one_hot(targ, C).permute(0, 3, 1, 2).float()*m
-            probs = probs*m
-            inter, card = (probs*onehot).sum((0, 2, 3)), (probs + onehot).sum((0, 2, 3))
-            dice = (2*inter + self.smooth)/(card + self.smooth)
-            sc = torch.tensor(scored_classes(C, self.include_background, self.ignore_index), device=pred.device)
-            present = onehot.sum((0, 2, 3))[sc] > 0
-            d = dice[sc][present] if present.any() else dice[sc]
-            return 1 - d.mean()
     first = SegBCELoss(ignore_index=ignore_index) if n_out == 1 else SegCELoss(ignore_index=ignore_index)
-    return ComboLoss([first, BatchSoftDice(None, ignore_index)])
+    return ComboLoss([first, SoftDiceLoss(ignore_index=ignore_index, batch_dice=True)])
 
 
 def _loss_name(s) -> str: return 'bce' if s['name'] == 'isbi2012_em' else 'ce'
